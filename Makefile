@@ -1,0 +1,102 @@
+# vse: build, check, test, install. `make help` lists the targets.
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+NODE ?= $(shell readlink -f "$$(command -v node)")
+SPANKDIR ?= $(PREFIX)/lib/slurm
+# Where the Slurm suite installs vse (the cluster loads it from there, as on a real site).
+TEST_PREFIX ?= /tmp/vse-prefix
+VITEST := node_modules/.bin/vitest
+
+# Debian packages the project drives (see docs/admin.md).
+DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio \
+	slurmctld slurmd slurm-client munge libslurm-dev gcc make
+
+.PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
+	install demo bench clean
+
+help:
+	@echo "make setup     install Debian packages (root) and npm dependencies"
+	@echo "make demo      set up, build, and boot examples/hello.xml on this machine (no scheduler)"
+	@echo "make test      everything: check, the QEMU suite and the Slurm suite"
+	@echo "make check     types, lint, unit tests (fast)"
+	@echo "make install   install into DESTDIR/PREFIX (default /usr/local, SYSCONFDIR /etc)"
+	@echo "make bench     benchmarks (bench/)"
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages: $$missing (run make setup as root)"; exit 1; fi; \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+setup: deps node_modules/.package-lock.json
+
+build: node_modules/.package-lock.json
+	node_modules/.bin/tsc -p tsconfig.build.json
+	$(MAKE) -C spank-bridge
+	@mkdir -p build/bin
+	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
+
+typecheck: node_modules/.package-lock.json
+	node_modules/.bin/tsc --noEmit -p .
+
+lint: node_modules/.package-lock.json
+	node_modules/.bin/eslint .
+
+unit: node_modules/.package-lock.json
+	$(VITEST) run --project unit
+
+spank-test:
+	$(MAKE) -C spank-bridge test
+
+check: typecheck lint unit spank-test
+
+test-qemu: build
+	$(VITEST) run --project qemu
+
+test-slurm: build
+	rm -rf $(TEST_PREFIX)
+	$(MAKE) install PREFIX=$(TEST_PREFIX) SYSCONFDIR=$(TEST_PREFIX)/etc DESTDIR=
+	VSE_PREFIX=$(TEST_PREFIX) $(VITEST) run --project slurm
+
+test: setup build
+	$(MAKE) check
+	$(MAKE) test-qemu
+	$(MAKE) test-slurm
+	@echo "all suites passed"
+
+install: build
+	install -d -m 755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/vse $(DESTDIR)$(SPANKDIR) \
+		$(DESTDIR)$(SYSCONFDIR)/vse $(DESTDIR)$(SYSCONFDIR)/slurm/plugstack.conf.d $(DESTDIR)$(PREFIX)/share/doc/vse
+	rm -rf $(DESTDIR)$(PREFIX)/lib/vse/dist $(DESTDIR)$(PREFIX)/lib/vse/config
+	cp -r dist config package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/vse/
+	install -D -m 644 lib/configure/init.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/init.sh
+	cd $(DESTDIR)$(PREFIX)/lib/vse && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
+	printf '{"prefix":"%s","sysconfdir":"%s"}\n' "$(PREFIX)" "$(SYSCONFDIR)" > $(DESTDIR)$(PREFIX)/lib/vse/install.json
+	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" vse > $(DESTDIR)$(PREFIX)/bin/vse
+	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" prolog > $(DESTDIR)$(PREFIX)/lib/vse/prolog
+	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" epilog > $(DESTDIR)$(PREFIX)/lib/vse/epilog
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/vse $(DESTDIR)$(PREFIX)/lib/vse/prolog $(DESTDIR)$(PREFIX)/lib/vse/epilog
+	install -m 755 spank-bridge/build/vse.so $(DESTDIR)$(SPANKDIR)/vse.so
+	printf '# vse: --vse=FILE for sbatch, salloc and srun (docs/admin.md)\nrequired %s/vse.so vse=%s/bin/vse\n' \
+		"$(SPANKDIR)" "$(PREFIX)" > $(DESTDIR)$(SYSCONFDIR)/slurm/plugstack.conf.d/vse.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vse/site.json ] || install -m 644 config/site.json $(DESTDIR)$(SYSCONFDIR)/vse/site.json
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/vse/
+	@echo "installed vse into $(DESTDIR)$(PREFIX); slurm.conf lines: docs/admin.md"
+
+demo: setup build
+	build/bin/vse run examples/hello.xml
+
+bench: build
+	node dist/bench/boot.js
+
+clean:
+	rm -rf dist build
+	$(MAKE) -C spank-bridge clean

@@ -1,0 +1,88 @@
+/** The CLI's commands: each parses its arguments, calls lib/, and prints the outcome. */
+import { resolve as resolvePath } from 'node:path';
+import { ensureMinimalGuest } from '../configure/minimal.js';
+import { resolveFile } from '../descriptor/resolve.js';
+import { cleanupJob } from '../deploy/cleanup.js';
+import { deploy } from '../deploy/deploy.js';
+import { formatTable, listVms } from '../deploy/status.js';
+import { checkIdent } from '../rm/context.js';
+import { localContext } from '../rm/local.js';
+import { loadSiteConfig } from '../site/config.js';
+import { UserError } from '../util/errors.js';
+import { createLogger } from '../util/log.js';
+
+const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+
+export function cmdValidate(file: string, emit: boolean): void {
+  const d = resolveFile(file, loadSiteConfig());
+  if (emit) out(JSON.stringify(d));
+  else process.stderr.write(`${file}: valid (${d.name}: ${d.vm.perNode} VM(s) per node, ${d.vm.memoryMiB}M, ${d.vm.vcpus} vCPU)\n`);
+}
+
+export function cmdResolve(file: string, json: boolean): void {
+  const d = resolveFile(file, loadSiteConfig());
+  out(json ? JSON.stringify(d) : JSON.stringify(d, null, 2));
+}
+
+export async function cmdCreate(file: string, json: boolean, verbose: boolean): Promise<void> {
+  const site = loadSiteConfig();
+  resolveFile(file, site); // only the minimal base exists so far: the description selects it
+  const log = createLogger({ tag: 'vse create', verbose });
+  const c = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log });
+  out(json ? JSON.stringify(c) : `${c.key} ${c.dir}`);
+}
+
+export function cmdStatus(job: string | undefined, node: string | undefined, json: boolean): void {
+  const vms = listVms(loadSiteConfig().stateDir, { job, node });
+  if (json) out(JSON.stringify(vms));
+  else out(vms.length === 0 ? 'no VMs' : formatTable(vms));
+}
+
+export async function cmdCleanup(job: string, node: string | undefined, json: boolean): Promise<void> {
+  const site = loadSiteConfig();
+  const log = createLogger({ tag: 'vse cleanup', verbose: !json });
+  const nodes = node !== undefined ? [node] : [...new Set(listVms(site.stateDir, { job }).map((v) => v.node))];
+  if (node === undefined) {
+    // also job directories without a readable record
+    const { listJobDirs } = await import('../deploy/state.js');
+    for (const d of listJobDirs(site.stateDir)) {
+      const base = d.slice(d.lastIndexOf('/') + 1);
+      if (base.startsWith(`${job}.`)) nodes.push(base.slice(job.length + 1));
+    }
+  }
+  const results = [];
+  for (const n of [...new Set(nodes)]) results.push(await cleanupJob({ stateDir: site.stateDir, job: checkIdent('job id', job), node: n, log }));
+  if (json) out(JSON.stringify(results));
+}
+
+/** `vse run FILE`: the whole lifecycle on this machine, no scheduler. */
+export async function cmdRun(file: string, verbose: boolean): Promise<void> {
+  const site = loadSiteConfig();
+  const d = resolveFile(file, site);
+  const ctx = localContext(JSON.stringify(d), resolvePath(file));
+  const log = createLogger({ tag: 'vse', verbose, file: `${site.logDir}/vse.log` });
+  const say = (s: string): boolean => process.stderr.write(`${s}\n`);
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    say(`\n${sig}: stopping the VMs of ${ctx.jobId}`);
+    void cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log }).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  say(`vse: ${d.name}: booting ${d.vm.perNode} VM(s) (${d.vm.memoryMiB}M, ${d.vm.vcpus} vCPU each) as job ${ctx.jobId}`);
+  const t0 = Date.now();
+  await deploy({
+    ctx, description: d, site, log,
+    events: {
+      vmStarting: (vm) => say(`vse: ${vm.name}: starting`),
+      vmReady: (vm) => say(`vse: ${vm.name}: ready after ${((vm.bootMs ?? 0) / 1000).toFixed(2)} s`),
+    },
+  });
+  say(`vse: all ${d.vm.perNode} VM(s) ready in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
+  out(formatTable(listVms(site.stateDir, { job: ctx.jobId })));
+  const r = await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
+  say(`vse: stopped ${r.stopped.length} VM(s), removed ${r.dir}`);
+  if (stopping) throw new UserError('interrupted');
+}

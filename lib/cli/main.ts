@@ -1,0 +1,53 @@
+#!/usr/bin/env node
+/** The `vse` command line. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { describeFailure } from '../util/errors.js';
+import { cmdCleanup, cmdCreate, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await yargs(argv)
+      .scriptName('vse')
+      .usage('$0 <command> [options]\n\nVirtualized system environments: boot a job\'s described system as VMs.')
+      .command('validate <file>', 'check a description; list every problem', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('emit', { type: 'boolean', default: false, describe: 'print the resolved description as one JSON line' }),
+      (a) => cmdValidate(a.file, a.emit))
+      .command('resolve <file>', 'print the resolved description', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+      (a) => cmdResolve(a.file, a.json))
+      .command('create <file>', 'build (or reuse) the guest configuration; print its key and path', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
+      async (a) => cmdCreate(a.file, a.json, !a.json))
+      .command('run <file>', 'boot the description\'s VMs on this machine, show them, remove them', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('quiet', { alias: 'q', type: 'boolean', default: false }),
+      async (a) => cmdRun(a.file, !a.quiet))
+      .command('status', 'list the VMs on this host', (y) =>
+        y.option('job', { type: 'string' }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
+      (a) => cmdStatus(a.job, a.node, a.json))
+      .command('cleanup', 'stop and remove everything of a job on this host', (y) =>
+        y.option('job', { type: 'string', demandOption: true }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
+      async (a) => cmdCleanup(a.job, a.node, a.json))
+      .demandCommand(1, 'give a command; see --help')
+      .strict()
+      .help()
+      .version(false)
+      .fail((msg, err) => {
+        if (err) throw err;
+        throw Object.assign(new Error(msg), { usage: true });
+      })
+      .parseAsync();
+    return 0;
+  } catch (err) {
+    if (err instanceof Error && (err as { usage?: boolean }).usage) {
+      process.stderr.write(`vse: ${err.message}\n(vse --help lists the commands)\n`);
+      return 2;
+    }
+    const f = describeFailure(err);
+    process.stderr.write(`${f.text}\n`);
+    return f.exitCode;
+  }
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href;
+if (isMain) process.exitCode = await main(hideBin(process.argv));

@@ -1,0 +1,130 @@
+/** The minimal guest: a Debian cloud kernel and a busybox initramfs that reports readiness. */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { basename, join } from 'node:path';
+import tmp from 'tmp';
+import { packageRoot } from '../site/paths.js';
+import { HostError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { run } from '../util/run.js';
+import { type CpioEntry, buildCpio } from './cpio.js';
+import { fetchKernel } from './kernel.js';
+
+/** Kernel modules the guest loads (and their dependencies): the virtio bus, console and disk. */
+export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk'];
+
+/** Bumped whenever the build below changes what it produces. */
+const BUILDER_VERSION = 1;
+
+export const BUSYBOX = '/bin/busybox';
+
+/** A built guest configuration: everything a VM boots from. */
+export interface Configuration {
+  key: string;
+  dir: string;
+  kernel: string;
+  initrd: string;
+  /** Base disk image; every VM gets a copy-on-write overlay of it. */
+  disk: string;
+  /** Kernel command line (the per-VM hostname is added at deploy time). */
+  cmdline: string;
+  kernelPackage: string;
+}
+
+export const BASE_CMDLINE = 'console=ttyS0 quiet panic=-1 reboot=t nokaslr tsc=reliable no_timer_check cryptomgr.notests mitigations=off';
+
+function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function initScript(): string {
+  return readFileSync(join(packageRoot, 'lib', 'configure', 'init.sh'), 'utf8');
+}
+
+function configurationAt(dir: string, key: string): Configuration {
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { kernelPackage: string; cmdline: string };
+  return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), disk: join(dir, 'disk.qcow2'), cmdline: manifest.cmdline, kernelPackage: manifest.kernelPackage };
+}
+
+/** Modules in load order (dependencies first), from the depmod output of the unpacked package. */
+function moduleOrder(modDir: string, wanted: string[]): string[] {
+  const deps = new Map<string, string[]>();
+  for (const line of readFileSync(join(modDir, 'modules.dep'), 'utf8').split('\n')) {
+    const [mod, rest] = line.split(':');
+    if (!mod) continue;
+    deps.set(mod, (rest ?? '').trim().split(/\s+/).filter(Boolean));
+  }
+  const byName = new Map([...deps.keys()].map((p) => [basename(p).replace(/\.ko(\.\w+)?$/, '').replace(/-/g, '_'), p]));
+  const order: string[] = [];
+  const visit = (path: string): void => {
+    if (order.includes(path)) return;
+    for (const d of deps.get(path) ?? []) visit(d);
+    order.push(path);
+  };
+  for (const w of wanted) {
+    const p = byName.get(w);
+    if (!p) throw new HostError(`the guest kernel has no module ${w}`);
+    visit(p);
+  }
+  return order;
+}
+
+/** Build (or reuse) the minimal guest configuration in the cache; safe to race with other builders. */
+export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage: string; log: Logger }): Promise<Configuration> {
+  const { cacheDir, log } = opts;
+  if (!existsSync(BUSYBOX)) throw new HostError(`${BUSYBOX} is missing; hint: apt-get install busybox-static`);
+  const kernel = await fetchKernel(opts.kernelPackage, cacheDir, log);
+  const init = initScript();
+  const busybox = readFileSync(BUSYBOX);
+  const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), modules: GUEST_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
+  const configsDir = join(cacheDir, 'configs');
+  const dir = join(configsDir, key);
+  if (existsSync(join(dir, 'manifest.json'))) return configurationAt(dir, key);
+
+  mkdirSync(configsDir, { recursive: true, mode: 0o755 });
+  const started = Date.now();
+  log.info(`building the minimal guest ${key} from ${kernel.name}`);
+  const work = tmp.dirSync({ tmpdir: configsDir, prefix: `.build-${key}-`, unsafeCleanup: true });
+  try {
+    const unpacked = join(work.name, 'pkg');
+    await run(['dpkg-deb', '-x', kernel.deb, unpacked], { log, env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });
+    const kver = readdirSync(join(unpacked, 'lib', 'modules'))[0];
+    if (!kver) throw new HostError(`${kernel.deb} holds no kernel modules`);
+    await run(['/usr/sbin/depmod', '-b', unpacked, kver], { log });
+    const modDir = join(unpacked, 'lib', 'modules', kver);
+    const mods = moduleOrder(modDir, GUEST_MODULES);
+    const out = join(work.name, 'out');
+    mkdirSync(out, { mode: 0o755 });
+    copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
+
+    const entries: CpioEntry[] = [
+      ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((p) => ({ path: p, type: 'dir' as const })),
+      { path: 'dev/console', type: 'char', major: 5, minor: 1 },
+      { path: 'dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
+      { path: 'bin/busybox', type: 'file', data: busybox, mode: 0o755 },
+      { path: 'bin/sh', type: 'symlink', target: 'busybox' },
+      { path: 'init', type: 'file', data: Buffer.from(init), mode: 0o755 },
+      { path: 'etc/vse-release', type: 'file', data: Buffer.from(`key=${key}\nkernel=${kernel.name}\n`) },
+      ...mods.map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: readFileSync(join(modDir, m)) })),
+      { path: 'lib/modules/load-order', type: 'file', data: Buffer.from(mods.map((m) => basename(m).replace(/\.ko(\.\w+)?$/, '')).join('\n') + '\n') },
+    ];
+    writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
+    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(out, 'disk.qcow2'), '64M'], { log, env: { PATH: '/usr/bin:/bin' } });
+    const manifest = {
+      key, base: 'minimal', builder: BUILDER_VERSION, kernelPackage: kernel.name, kernelDebSha256: kernel.sha256,
+      modules: mods.map((m) => basename(m)), cmdline: BASE_CMDLINE, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+    };
+    writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    try {
+      renameSync(out, dir); // atomic publish: readers see all of it or nothing
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'EEXIST' && code !== 'ENOTEMPTY') || !existsSync(join(dir, 'manifest.json'))) throw err;
+      log.info(`another builder published ${key} first; using it`);
+    }
+    log.info(`guest ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  } finally {
+    rmSync(work.name, { recursive: true, force: true });
+  }
+  return configurationAt(dir, key);
+}

@@ -1,0 +1,81 @@
+/** The per-job, per-node state record: everything cleanup needs, written atomically. */
+import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface VmRecord {
+  index: number;
+  name: string;
+  pid?: number;
+  /** Clock ticks since boot at which `pid` started (guards against pid reuse). */
+  startTime?: number;
+  state: 'starting' | 'ready' | 'failed';
+  bootMs?: number;
+  startedAt?: string;
+  memoryMiB: number;
+  vcpus: number;
+  overlay: string;
+  qmpSocket: string;
+  channelSocket: string;
+  consoleLog: string;
+  pidFile: string;
+  error?: string;
+}
+
+export interface DeploymentRecord {
+  version: 1;
+  job: string;
+  node: string;
+  uid: number;
+  gid: number;
+  user: string;
+  scheduler: string;
+  dir: string;
+  state: 'deploying' | 'ready' | 'failed';
+  createdAt: string;
+  description: { name: string; file?: string };
+  configuration?: { key: string; dir: string; kernelPackage: string };
+  driver: 'qemu';
+  accel?: 'kvm' | 'tcg';
+  accelReason?: string;
+  vms: VmRecord[];
+  error?: string;
+}
+
+export const STATE_FILE = 'state.json';
+
+/** Directory of one job on one node. Both parts were checked by checkIdent. */
+export function jobDir(stateDir: string, job: string, node: string): string {
+  return join(stateDir, 'jobs', `${job}.${node}`);
+}
+
+/** Create the job directory: root-owned, readable by the job's group only. */
+export function makeJobDir(dir: string, gid: number): void {
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  if (process.getuid?.() === 0) chownSync(dir, 0, gid);
+}
+
+/** Replace the record atomically (write a temporary file, then rename over). */
+export function writeRecord(rec: DeploymentRecord): void {
+  const file = join(rec.dir, STATE_FILE);
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(rec, null, 2)}\n`, { mode: 0o640 });
+  if (process.getuid?.() === 0) chownSync(tmp, 0, rec.gid);
+  renameSync(tmp, file);
+}
+
+export function readRecord(dir: string): DeploymentRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as DeploymentRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/** All job directories on this host (`<job>.<node>` names), readable or not. */
+export function listJobDirs(stateDir: string): string[] {
+  try {
+    return readdirSync(join(stateDir, 'jobs')).filter((n) => !n.startsWith('.')).map((n) => join(stateDir, 'jobs', n));
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,122 @@
+/** Safe XML reading: size and depth limits, no DTDs or entities, a located element tree. */
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import type { Problem } from './problem.js';
+
+export const MAX_BYTES = 1024 * 1024;
+export const MAX_DEPTH = 32;
+
+export interface XmlAttr {
+  value: string;
+  line: number;
+  col: number;
+}
+
+export interface XmlElement {
+  name: string;
+  path: string;
+  line: number;
+  col: number;
+  attrs: Map<string, XmlAttr>;
+  children: XmlElement[];
+  text: string;
+}
+
+type Ordered = Record<string, unknown>;
+const META = XMLParser.getMetaDataSymbol() as unknown as string;
+
+function lineIndex(text: string): number[] {
+  const starts = [0];
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) starts.push(i + 1);
+  return starts;
+}
+
+function locate(starts: number[], offset: number): { line: number; col: number } {
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if ((starts[mid] ?? 0) <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return { line: lo + 1, col: offset - (starts[lo] ?? 0) + 1 };
+}
+
+/** Parse description text into one root element, or return the problems that stop it. */
+export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; problems: Problem[] } {
+  const at = (line: number, col: number, message: string, expected?: string, hint?: string): Problem => ({
+    file, line, col, path: '/', message, expected, hint,
+  });
+  if (bytes.length === 0) return { problems: [at(1, 1, 'the file is empty', 'an XML document with a <vse> root element')] };
+  if (bytes.length > MAX_BYTES) {
+    return { problems: [at(1, 1, `the file is ${bytes.length} bytes`, `at most ${MAX_BYTES} bytes`, 'a description names files; it does not contain them')] };
+  }
+  if (bytes.includes(0)) return { problems: [at(1, 1, 'the file contains NUL bytes (binary data)', 'UTF-8 XML text')] };
+  const text = bytes.toString('utf8');
+  if (text.includes('\uFFFD')) return { problems: [at(1, 1, 'the file is not valid UTF-8', 'UTF-8 XML text')] };
+  const starts = lineIndex(text);
+  const dtd = /<!(DOCTYPE|ENTITY)/i.exec(text);
+  if (dtd) {
+    const { line, col } = locate(starts, dtd.index);
+    return { problems: [at(line, col, `<!${dtd[1]}> is not allowed`, 'no DTD, no entities', 'descriptions never expand entities or fetch external files; remove the declaration')] };
+  }
+  const valid = XMLValidator.validate(text, { allowBooleanAttributes: false });
+  if (valid !== true) {
+    const e = valid.err;
+    return { problems: [at(e.line, e.col, `malformed XML: ${e.msg}`, 'well-formed XML')] };
+  }
+  const parser = new XMLParser({
+    ignoreAttributes: false,
+    attributeNamePrefix: '',
+    preserveOrder: true,
+    captureMetaData: true,
+    processEntities: false,
+    htmlEntities: false,
+    ignoreDeclaration: true,
+    ignorePiTags: true,
+    commentPropName: '#comment',
+    parseTagValue: false,
+    parseAttributeValue: false,
+    trimValues: true,
+  });
+  const doc = parser.parse(text) as Ordered[];
+  const problems: Problem[] = [];
+  const roots: XmlElement[] = [];
+
+  const build = (node: Ordered, parentPath: string, depth: number): XmlElement | undefined => {
+    const name = Object.keys(node).find((k) => k !== ':@');
+    if (name === undefined || name === '#text' || name === '#comment') return undefined;
+    const meta = (node as Record<string, unknown>)[META] as { startIndex?: number } | undefined;
+    const pos = locate(starts, meta?.startIndex ?? 0);
+    const path = `${parentPath}/${name}`;
+    if (depth > MAX_DEPTH) {
+      problems.push({ file, ...pos, path, message: `elements nest deeper than ${MAX_DEPTH} levels`, expected: `at most ${MAX_DEPTH} levels` });
+      return undefined;
+    }
+    const el: XmlElement = { name, path, ...pos, attrs: new Map(), children: [], text: '' };
+    const rawAttrs = (node[':@'] ?? {}) as Record<string, unknown>;
+    const tagText = text.slice(meta?.startIndex ?? 0, text.indexOf('>', meta?.startIndex ?? 0) + 1);
+    for (const [k, v] of Object.entries(rawAttrs)) {
+      const off = tagText.search(new RegExp(`\\s${k.replace(/[^\w-]/g, '\\$&')}\\s*=`));
+      const apos = off >= 0 ? locate(starts, (meta?.startIndex ?? 0) + off + 1) : pos;
+      el.attrs.set(k, { value: String(v), ...apos });
+    }
+    for (const child of (node[name] ?? []) as Ordered[]) {
+      if ('#text' in child) el.text += String(child['#text']);
+      else {
+        const c = build(child, path, depth + 1);
+        if (c) el.children.push(c);
+      }
+    }
+    return el;
+  };
+
+  for (const node of doc) {
+    const el = build(node, '', 1);
+    if (el) roots.push(el);
+  }
+  if (problems.length > 0) return { problems };
+  if (roots.length !== 1 || roots[0] === undefined) {
+    return { problems: [at(1, 1, `found ${roots.length} root elements`, 'exactly one <vse> root element')] };
+  }
+  return { root: roots[0], problems: [] };
+}

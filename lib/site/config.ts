@@ -1,0 +1,86 @@
+/** Site configuration: shipped defaults, overridden by the admin's file under sysconfdir. */
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { HostError } from '../util/errors.js';
+import { parseSize } from '../util/size.js';
+import { installInfo, shippedConfigDir } from './paths.js';
+
+export type Accel = 'auto' | 'kvm' | 'tcg';
+
+export interface SiteConfig {
+  stateDir: string;
+  cacheDir: string;
+  logDir: string;
+  /** QEMU drops root to this user (`-runas`) when started by root. */
+  qemuUser: string;
+  /** Debian package whose kernel the minimal guest boots. */
+  kernelPackage: string;
+  accel: Accel;
+  bootTimeoutSec: number;
+  limits: { maxMemoryMiB: number; maxVcpus: number; maxVmsPerNode: number };
+  /** The files that were read, in order (for `vse doctor` and error messages). */
+  sources: string[];
+}
+
+interface RawSite {
+  stateDir?: string;
+  cacheDir?: string;
+  logDir?: string;
+  qemuUser?: string;
+  kernelPackage?: string;
+  accel?: string;
+  bootTimeoutSec?: number;
+  limits?: { maxMemory?: string; maxVcpus?: number; maxVmsPerNode?: number };
+}
+
+function readRaw(file: string): RawSite {
+  try {
+    const v: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as RawSite;
+  } catch (err) {
+    throw new HostError(`${file}: cannot read the site config: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** The admin's site config file (install sysconfdir, or VSE_SITE_CONFIG for tests and desktops). */
+export function adminConfigFile(): string {
+  return process.env.VSE_SITE_CONFIG ?? join(installInfo.sysconfdir, 'vse', 'site.json');
+}
+
+/** Load the site config. Unprivileged users get per-user state and cache directories. */
+export function loadSiteConfig(): SiteConfig {
+  const shipped = join(shippedConfigDir, 'site.json');
+  const sources = [shipped];
+  const base = readRaw(shipped);
+  const adminFile = adminConfigFile();
+  let admin: RawSite = {};
+  if (existsSync(adminFile)) {
+    admin = readRaw(adminFile);
+    sources.push(adminFile);
+  }
+  const m = { ...base, ...admin, limits: { ...base.limits, ...admin.limits } };
+  const accel = m.accel ?? 'auto';
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') {
+    throw new HostError(`${sources.at(-1)}: accel: "${accel}" is not one of auto, kvm, tcg`);
+  }
+  const root = process.getuid?.() === 0;
+  const uid = process.getuid?.() ?? 0;
+  const userRun = join(process.env.XDG_RUNTIME_DIR ?? '/tmp', `vse-${uid}`);
+  return {
+    stateDir: root || admin.stateDir !== undefined ? (m.stateDir ?? '/run/vse') : userRun,
+    cacheDir: root || admin.cacheDir !== undefined ? (m.cacheDir ?? '/var/cache/vse') : join(homedir(), '.cache', 'vse'),
+    logDir: root || admin.logDir !== undefined ? (m.logDir ?? '/var/log/vse') : join(userRun, 'log'),
+    qemuUser: m.qemuUser ?? 'nobody',
+    kernelPackage: m.kernelPackage ?? 'linux-image-cloud-amd64',
+    accel,
+    bootTimeoutSec: m.bootTimeoutSec ?? 120,
+    limits: {
+      maxMemoryMiB: parseSize(m.limits.maxMemory ?? '4G') ?? 4096,
+      maxVcpus: m.limits.maxVcpus ?? 8,
+      maxVmsPerNode: m.limits.maxVmsPerNode ?? 16,
+    },
+    sources,
+  };
+}
