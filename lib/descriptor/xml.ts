@@ -62,7 +62,7 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
   const valid = XMLValidator.validate(text, { allowBooleanAttributes: false });
   if (valid !== true) {
     const e = valid.err;
-    return { problems: [at(e.line, e.col, `malformed XML: ${e.msg}`, 'well-formed XML')] };
+    return { problems: [at(e.line, e.col, `malformed XML: ${e.msg.replace(/\.$/, "")}`, 'well-formed XML')] };
   }
   const parser = new XMLParser({
     ignoreAttributes: false,

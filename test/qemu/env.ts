@@ -1,0 +1,59 @@
+/** Shared set-up of the QEMU suite: a private state and log directory, the shared guest cache. */
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { execa } from 'execa';
+
+export const root = resolve(import.meta.dirname, '../..');
+export const bin = (p: 'vse' | 'prolog' | 'epilog'): string => join(root, 'build', 'bin', p);
+
+/** A site config of our own (state and logs in a temp dir); the guest cache is the host's. */
+export function testSite(extra: Record<string, unknown> = {}): { file: string; stateDir: string; logDir: string } {
+  const dir = mkdtempSync('/tmp/vse-qemu-test-');
+  const stateDir = join(dir, 'state');
+  const logDir = join(dir, 'log');
+  const file = join(dir, 'site.json');
+  writeFileSync(file, JSON.stringify({ stateDir, logDir, ...extra }));
+  return { file, stateDir, logDir };
+}
+
+export interface Hook {
+  exitCode: number | undefined;
+  stderr: string;
+  signal?: string;
+}
+
+/** Run the prolog or epilog as slurmd does: as root, no PATH, no HOME, only Slurm's variables. */
+export async function runHook(which: 'prolog' | 'epilog', site: string, env: Record<string, string>): Promise<Hook> {
+  const r = await execa(bin(which), [], { env: { VSE_SITE_CONFIG: site, ...env }, extendEnv: false, reject: false, stdin: 'ignore' });
+  return { exitCode: r.exitCode, stderr: String(r.stderr), signal: r.signal };
+}
+
+export function slurmEnv(job: string, node: string, desc?: object): Record<string, string> {
+  return {
+    SLURM_JOB_ID: job, SLURMD_NODENAME: node, SLURM_JOB_UID: '0', SLURM_JOB_GID: '0', SLURM_JOB_USER: 'root',
+    SLURM_SCRIPT_CONTEXT: 'prolog_slurmd', ...(desc ? { SPANK_VSE_DESC: JSON.stringify(desc), SPANK_VSE_FILE: '/home/u/hello.xml' } : {}),
+  };
+}
+
+export const hello = (perNode = 1): object => ({ name: 'hello', os: { base: 'minimal' }, vm: { memoryMiB: 128, vcpus: 1, perNode } });
+
+/** QEMU processes whose command line mentions the text (a job's state directory). */
+export function qemuMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const p of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const argv = readFileSync(`/proc/${p}/cmdline`, 'utf8');
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const zombie = stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+      if (!zombie && argv.startsWith('/usr/bin/qemu-system') && argv.includes(text)) pids.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
+
+export async function vseStatus(site: string, args: string[] = []): Promise<{ vm: string; node: string; state: string; pid: number; accel: string; console: string }[]> {
+  const r = await execa(bin('vse'), ['status', '--json', ...args], { env: { VSE_SITE_CONFIG: site } });
+  return JSON.parse(String(r.stdout)) as never;
+}
