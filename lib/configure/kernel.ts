@@ -1,5 +1,5 @@
 /** The guest kernel: a Debian kernel package, fetched with apt and unpacked into the cache. */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { HostError } from '../util/errors.js';
@@ -35,13 +35,65 @@ function findDeb(dirs: string[], name: string): string | undefined {
   return undefined;
 }
 
+/** Changes whenever apt's package lists do (apt-get update), so a resolution can be reused until then. */
+function aptStamp(): string {
+  for (const f of ['/var/cache/apt/pkgcache.bin', '/var/lib/apt/lists']) {
+    try {
+      return `${f}:${statSync(f).mtimeMs}`;
+    } catch {
+      // try the next
+    }
+  }
+  return 'none';
+}
+
+function writeAtomic(file: string, text: string): void {
+  try {
+    writeFileSync(`${file}.${process.pid}`, text);
+    renameSync(`${file}.${process.pid}`, file);
+  } catch {
+    // only a memo
+  }
+}
+
+/** apt-cache takes most of a second: remember the answer until apt's lists change. */
+async function concretePackageMemo(pkg: string, debDir: string, log: Logger): Promise<string> {
+  const memo = join(debDir, `${pkg}.resolved`);
+  const stamp = aptStamp();
+  try {
+    const [seen, name] = readFileSync(memo, 'utf8').trim().split('\n');
+    if (seen === stamp && name) return name;
+  } catch {
+    // not resolved yet
+  }
+  const name = await concretePackage(pkg, log);
+  writeAtomic(memo, `${stamp}\n${name}\n`);
+  return name;
+}
+
+/** sha256 of a .deb, remembered beside it by size and mtime. */
+function debSha256(deb: string): string {
+  const st = statSync(deb);
+  const id = `${st.size} ${st.mtimeMs}`;
+  const memo = `${deb}.sha256`;
+  try {
+    const [seen, sha] = readFileSync(memo, 'utf8').trim().split('\n');
+    if (seen === id && sha) return sha;
+  } catch {
+    // not hashed yet
+  }
+  const sha = createHash('sha256').update(readFileSync(deb)).digest('hex');
+  writeAtomic(memo, `${id}\n${sha}\n`);
+  return sha;
+}
+
 /** Find the kernel package in the cache (or apt's), else download it with `apt-get download`. */
 export async function fetchKernel(pkg: string, cacheDir: string, log: Logger): Promise<KernelPackage> {
   const debDir = join(cacheDir, 'debs');
   mkdirSync(debDir, { recursive: true, mode: 0o755 });
   let name: string;
   try {
-    name = await concretePackage(pkg, log);
+    name = await concretePackageMemo(pkg, debDir, log);
   } catch (err) {
     // Offline with a filled cache still works: take the newest kernel already there.
     const cached = readdirSync(debDir).filter((f) => f.startsWith('linux-image-') && f.endsWith('.deb')).sort().at(-1);
@@ -55,6 +107,5 @@ export async function fetchKernel(pkg: string, cacheDir: string, log: Logger): P
     deb = findDeb([debDir], name);
     if (!deb) throw new HostError(`apt-get download ${name} left no .deb in ${debDir}`);
   }
-  const sha256 = createHash('sha256').update(readFileSync(deb)).digest('hex');
-  return { name, deb, sha256 };
+  return { name, deb, sha256: debSha256(deb) };
 }

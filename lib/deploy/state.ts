@@ -1,6 +1,6 @@
 /** The per-job, per-node state record: everything cleanup needs, written atomically. */
 import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export interface VmRecord {
   index: number;
@@ -50,7 +50,9 @@ export function jobDir(stateDir: string, job: string, node: string): string {
 
 /** Create the job directory: root-owned, readable by the job's group only. */
 export function makeJobDir(dir: string, gid: number): void {
-  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  // the state and jobs directories stay traversable, so each user can see their own job's record
+  mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
+  mkdirSync(dir, { mode: 0o750 });
   if (process.getuid?.() === 0) chownSync(dir, 0, gid);
 }
 

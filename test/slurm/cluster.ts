@@ -1,6 +1,6 @@
 // Helpers for tests against the one-host Slurm test cluster of test/slurm/cluster.sh.
 // This module never starts or stops the cluster: global-setup.ts does (cluster.sh start/stop).
-import { chmodSync, chownSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 
@@ -278,4 +278,142 @@ export async function cancelAll(): Promise<void> {
   const r = await asRoot(["squeue", "-h", "-o", "%i"]);
   const ids = r.stdout.split(/\s+/).filter((s) => s !== "");
   if (ids.length > 0) await asRoot(["scancel", ...ids]);
+}
+
+/** Poll `probe` until it returns something other than undefined; throws after timeoutMs with
+ *  `what` and the last value of `describe()` (for the assertion message). */
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs = 30_000,
+  describe: () => string | Promise<string> = () => "",
+  intervalMs = 250,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() >= deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${await describe()}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+/** Ids of the job user's jobs squeue still lists (pending, running, completing). */
+export async function userQueue(): Promise<string[]> {
+  const r = await asRoot(["squeue", "-h", "-u", JOB_USER, "-o", "%i"]);
+  if (r.exitCode !== 0) throw new Error(`squeue failed (exit ${r.exitCode}): ${r.stderr}`);
+  return r.stdout.split(/\s+/).filter((s) => s !== "");
+}
+
+/** Nodes that are drained, draining, down or failed, with their Reason (empty when all are fine). */
+export async function unwellNodes(nodes: readonly string[] = NODES): Promise<string[]> {
+  const out: string[] = [];
+  for (const n of nodes) {
+    const info = await nodeInfo(n);
+    const state = info.State ?? "";
+    if (/DRAIN|DOWN|FAIL/i.test(state)) out.push(`${n}: ${state} Reason=${info.Reason ?? ""}`);
+  }
+  return out;
+}
+
+// ---- what vse leaves on the (shared) host -------------------------------------------------
+
+/** Where vse was installed (make install PREFIX=$VSE_PREFIX SYSCONFDIR=$VSE_PREFIX/etc). */
+export const VSE_PREFIX = process.env.VSE_PREFIX ?? "/tmp/vse-prefix";
+/** The installed CLI. */
+export const VSE = join(VSE_PREFIX, "bin", "vse");
+
+/** vse's state directory as root sees it: stateDir of the installed site config, else /run/vse. */
+export function vseStateDir(): string {
+  try {
+    const site = JSON.parse(readFileSync(join(VSE_PREFIX, "etc", "vse", "site.json"), "utf8")) as {
+      stateDir?: unknown;
+    };
+    if (typeof site.stateDir === "string") return site.stateDir;
+  } catch {
+    // no admin site config: the shipped default
+  }
+  return "/run/vse";
+}
+
+/** Job directories (`<job>.<node>`) vse keeps for a job on this host, e.g. ["12.n1", "12.n2"]. */
+export function vseJobDirs(jobId: string): string[] {
+  try {
+    return readdirSync(join(vseStateDir(), "jobs"))
+      .filter((n) => n.startsWith(`${jobId}.`))
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The per-job, per-node record vse writes (state.json), as far as the tests look at it. */
+export interface VseRecord {
+  job: string;
+  node: string;
+  state: string;
+  accel?: string;
+  vms: { index: number; name: string; pid?: number; state: string; startedAt?: string; bootMs?: number; consoleLog: string }[];
+}
+
+/** state.json of a job on a node (read as root), or undefined when there is none. */
+export function vseRecord(jobId: string, node: string): VseRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(join(vseStateDir(), "jobs", `${jobId}.${node}`, "state.json"), "utf8")) as VseRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live QEMU processes started for a job: argv[0] is a qemu-system binary and an argument names the
+ *  job's directory (`.../jobs/<job>.<node>/`) or its VM names (`process=vse-<job>-<node>-<i>`). */
+export function qemuOfJob(jobId: string): { pid: number; argv: string[] }[] {
+  const out: { pid: number; argv: string[] }[] = [];
+  const dirMark = `/jobs/${jobId}.`;
+  const nameMark = `process=vse-${jobId}-`;
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    let argv: string[];
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, "utf8").split("\0").filter((s) => s !== "");
+    } catch {
+      continue;
+    }
+    if (!/qemu-system/.test(argv[0] ?? "")) continue;
+    if (!argv.some((a) => a.includes(dirMark) || a.includes(nameMark))) continue;
+    if (processAlive(Number(name))) out.push({ pid: Number(name), argv });
+  }
+  return out;
+}
+
+/** True when the process exists and is not a zombie. */
+export function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+/** Lines of /var/log/vse/<hook>.log (or the site's logDir) about one job, for assertion messages. */
+export function vseLog(hook: "prolog" | "epilog", jobId: string): string {
+  let logDir = "/var/log/vse";
+  try {
+    const site = JSON.parse(readFileSync(join(VSE_PREFIX, "etc", "vse", "site.json"), "utf8")) as { logDir?: unknown };
+    if (typeof site.logDir === "string") logDir = site.logDir;
+  } catch {
+    // default
+  }
+  try {
+    return readFileSync(join(logDir, `${hook}.log`), "utf8")
+      .split("\n")
+      .filter((l) => l.includes(` job=${jobId} `))
+      .join("\n");
+  } catch {
+    return "";
+  }
 }
