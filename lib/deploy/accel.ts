@@ -25,28 +25,35 @@ function bootId(): string {
   }
 }
 
-/** Boot the kernel under KVM until it prints; false if it stays silent. */
-function probeKvm(kernel: string): Promise<boolean> {
+/** Boot the kernel under KVM until it prints; otherwise why not. */
+function probeKvm(kernel: string): Promise<{ ok: boolean; why: string }> {
   return new Promise((resolve) => {
     const child = spawn(QEMU, [
       '-machine', 'pc,accel=kvm', '-cpu', 'host', '-nodefaults', '-no-user-config', '-display', 'none',
       '-m', '128M', '-kernel', kernel, '-append', 'console=ttyS0 earlyprintk=serial,ttyS0 panic=-1',
       '-serial', 'stdio', '-no-reboot',
-    ], { stdio: ['ignore', 'pipe', 'ignore'] });
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
     let done = false;
-    const finish = (ok: boolean): void => {
+    let stderr = '';
+    const finish = (ok: boolean, why: string): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
       child.kill('SIGKILL');
-      resolve(ok);
+      resolve({ ok, why });
     };
-    const timer = setTimeout(() => finish(false), PROBE_MS);
+    const timer = setTimeout(() => finish(false, `the KVM probe printed nothing in ${PROBE_MS / 1000} s (KVM present but hangs)`), PROBE_MS);
     child.stdout.on('data', (d: Buffer) => {
-      if (d.toString().includes('Linux')) finish(true);
+      if (d.toString().includes('Linux')) finish(true, 'KVM probe booted');
     });
-    child.on('exit', () => finish(false));
-    child.on('error', () => finish(false));
+    child.stderr.on('data', (d: Buffer) => {
+      stderr = (stderr + d.toString()).slice(-2000);
+    });
+    child.on('exit', (code, signal) => {
+      const last = stderr.trim().split('\n').filter((l) => !l.includes('warning:')).slice(-2).join(' / ');
+      finish(false, `the KVM probe exited before the kernel printed (${signal ?? `exit ${code}`})${last ? `: ${last}` : ''}`);
+    });
+    child.on('error', (err) => finish(false, `the KVM probe could not start: ${err.message}`));
   });
 }
 
@@ -68,10 +75,8 @@ export async function chooseAccel(setting: Accel, kernel: string, stateDir: stri
     // no verdict yet
   }
   log.info('probing KVM (a short boot under -accel kvm)');
-  const ok = await probeKvm(kernel);
-  const choice: AccelChoice = ok
-    ? { accel: 'kvm', reason: 'KVM probe booted' }
-    : { accel: 'tcg', reason: `KVM probe printed nothing in ${PROBE_MS / 1000} s (KVM present but not working)` };
+  const probe = await probeKvm(kernel);
+  const choice: AccelChoice = { accel: probe.ok ? 'kvm' : 'tcg', reason: probe.why };
   try {
     mkdirSync(stateDir, { recursive: true, mode: 0o755 });
     const tmpFile = `${cacheFile}.${process.pid}`;

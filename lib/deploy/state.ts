@@ -1,6 +1,7 @@
 /** The per-job, per-node state record: everything cleanup needs, written atomically. */
-import { chownSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { HostError } from '../util/errors.js';
 
 export interface VmRecord {
   index: number;
@@ -51,7 +52,12 @@ export function jobDir(stateDir: string, job: string, node: string): string {
 /** Create the job directory: root-owned, readable by the job's group only. */
 export function makeJobDir(dir: string, gid: number): void {
   // the state and jobs directories stay traversable, so each user can see their own job's record
-  mkdirSync(dirname(dir), { recursive: true, mode: 0o755 });
+  const jobs = dirname(dir);
+  mkdirSync(jobs, { recursive: true, mode: 0o755 });
+  if (process.getuid?.() === 0) {
+    chmodSync(jobs, 0o755); // repairs a directory made with a tighter mode (umask, an older version)
+    chmodSync(dirname(jobs), 0o755);
+  }
   mkdirSync(dir, { mode: 0o750 });
   if (process.getuid?.() === 0) chownSync(dir, 0, gid);
 }
@@ -73,11 +79,13 @@ export function readRecord(dir: string): DeploymentRecord | undefined {
   }
 }
 
-/** All job directories on this host (`<job>.<node>` names), readable or not. */
+/** All job directories on this host (`<job>.<node>` names); none when no job ever ran here. */
 export function listJobDirs(stateDir: string): string[] {
+  const jobs = join(stateDir, 'jobs');
   try {
-    return readdirSync(join(stateDir, 'jobs')).filter((n) => !n.startsWith('.')).map((n) => join(stateDir, 'jobs', n));
-  } catch {
-    return [];
+    return readdirSync(jobs).filter((n) => !n.startsWith('.')).map((n) => join(jobs, n));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new HostError(`cannot read ${jobs}: ${(err as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : (err as Error).message}`, { cause: err });
   }
 }

@@ -1,5 +1,5 @@
 /** Shared set-up of the QEMU suite: a private state and log directory, the shared guest cache. */
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 
@@ -9,6 +9,7 @@ export const bin = (p: 'vse' | 'prolog' | 'epilog'): string => join(root, 'build
 /** A site config of our own (state and logs in a temp dir); the guest cache is the host's. */
 export function testSite(extra: Record<string, unknown> = {}): { file: string; stateDir: string; logDir: string } {
   const dir = mkdtempSync('/tmp/vse-qemu-test-');
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const stateDir = join(dir, 'state');
   const logDir = join(dir, 'log');
   const file = join(dir, 'site.json');

@@ -1,6 +1,6 @@
 // Helpers for tests against the one-host Slurm test cluster of test/slurm/cluster.sh.
 // This module never starts or stops the cluster: global-setup.ts does (cluster.sh start/stop).
-import { chmodSync, chownSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 
@@ -88,6 +88,7 @@ export function userDir(): string {
     chownSync(dir, uid, gid);
     chmodSync(dir, 0o755);
     userDirPath = dir;
+    if (process.env.VSE_KEEP_CLUSTER !== "1") process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
   }
   return userDirPath;
 }
