@@ -190,7 +190,7 @@ SchedulerParameters=nohold_on_prolog_fail,batch_sched_delay=0
 
 Prolog=$prolog
 Epilog=$epilog
-PrologFlags=Alloc
+PrologFlags=Alloc,DeferBatch
 PrologEpilogTimeout=180
 PlugStackConfig=$VSE_SLURM_DIR/plugstack.conf
 
