@@ -31,6 +31,8 @@ deps:
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# the guest kernel is fetched with apt at first use: its package lists must know it
+	@apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq; }
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
