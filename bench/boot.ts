@@ -11,6 +11,7 @@ import { chooseAccel } from '../lib/deploy/accel.js';
 import { cleanupJob } from '../lib/deploy/cleanup.js';
 import { deploy } from '../lib/deploy/deploy.js';
 import { QEMU } from '../lib/deploy/qemu.js';
+import type { Description } from '../lib/descriptor/model.js';
 import { loadSiteConfig } from '../lib/site/config.js';
 import { silentLogger } from '../lib/util/log.js';
 
@@ -56,7 +57,10 @@ async function main(): Promise<void> {
   const site = loadSiteConfig();
   const config = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log: silentLogger });
   const { accel } = await chooseAccel(site.accel, config.kernel, site.stateDir, silentLogger);
-  const description = { name: 'bench', os: { base: 'minimal' as const }, vm: { memoryMiB: 128, vcpus: 1, perNode: 1 } };
+  const description: Description = {
+    name: 'bench', os: { base: 'minimal', kernel: {}, packages: [], services: [] }, rtes: [], files: [], build: [], boot: [],
+    vm: { memoryMiB: 128, vcpus: 1, diskMiB: 1024, perNode: 1, hypervisor: 'qemu' }, resources: { mounts: [], network: { mode: 'private' } },
+  };
   const vse: number[] = [];
   const bare: number[] = [];
   try {

@@ -1,7 +1,9 @@
 /** The CLI's commands: each parses its arguments, calls lib/, and prints the outcome. */
 import { resolve as resolvePath } from 'node:path';
 import { ensureMinimalGuest } from '../configure/minimal.js';
-import { resolveFile } from '../descriptor/resolve.js';
+import { explain, formatExplain } from '../descriptor/explain.js';
+import { MAX_BUNDLE_BYTES, type Resolution, makeBundle, resolveFile } from '../descriptor/resolve.js';
+import { formatSize } from '../util/size.js';
 import { cleanupJob } from '../deploy/cleanup.js';
 import { deploy } from '../deploy/deploy.js';
 import { formatTable, listVms } from '../deploy/status.js';
@@ -13,20 +15,41 @@ import { createLogger } from '../util/log.js';
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
-export function cmdValidate(file: string, emit: boolean): void {
-  const d = resolveFile(file, loadSiteConfig());
-  if (emit) out(JSON.stringify(d));
-  else process.stderr.write(`${file}: valid (${d.name}: ${d.vm.perNode} VM(s) per node, ${d.vm.memoryMiB}M, ${d.vm.vcpus} vCPU)\n`);
+function warn(r: Resolution): void {
+  for (const w of r.warnings) process.stderr.write(`vse: warning: ${w}\n`);
 }
 
-export function cmdResolve(file: string, json: boolean): void {
-  const d = resolveFile(file, loadSiteConfig());
-  out(json ? JSON.stringify(d) : JSON.stringify(d, null, 2));
+/** `vse validate`: exit 0, or every problem. `--emit` prints the job's copy (the bundle) for the SPANK plugin. */
+export function cmdValidate(file: string, emit: boolean): void {
+  const r = resolveFile(file, loadSiteConfig());
+  warn(r);
+  const d = r.description;
+  if (emit) {
+    const bundle = JSON.stringify(makeBundle(r));
+    if (Buffer.byteLength(bundle) > MAX_BUNDLE_BYTES) {
+      throw new UserError(`${file}: the description and its own bases total ${Buffer.byteLength(bundle)} bytes; expected at most ${MAX_BUNDLE_BYTES}; hint: move large file contents into files imported with <import>`);
+    }
+    out(bundle);
+  } else {
+    process.stderr.write(`${file}: valid (${d.name}: ${r.layers.length} layer(s), ${d.vm.perNode} VM(s) per node, ${formatSize(d.vm.memoryMiB)}, ${d.vm.vcpus} vCPU)\n`);
+  }
+}
+
+/** `vse resolve`: the merged description; `--explain` says where every value came from. */
+export function cmdResolve(file: string, json: boolean, why: boolean): void {
+  const r = resolveFile(file, loadSiteConfig());
+  warn(r);
+  if (why) {
+    const entries = explain(r.tree as NonNullable<typeof r.tree>);
+    out(json ? JSON.stringify({ layers: r.layers, values: entries }) : `layers (base first): ${r.layers.map((l) => `${l.file}${l.admin ? ' (admin)' : ''}`).join(' -> ')}\n${formatExplain(entries)}`);
+    return;
+  }
+  out(json ? JSON.stringify(r.description) : JSON.stringify(r.description, null, 2));
 }
 
 export async function cmdCreate(file: string, json: boolean, verbose: boolean): Promise<void> {
   const site = loadSiteConfig();
-  resolveFile(file, site); // only the minimal base exists so far: the description selects it
+  resolveFile(file, site); // the minimal base is the one built here so far: the description selects it
   const log = createLogger({ tag: 'vse create', verbose });
   const c = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log });
   out(json ? JSON.stringify(c) : `${c.key} ${c.dir}`);
@@ -58,8 +81,10 @@ export async function cmdCleanup(job: string, node: string | undefined, json: bo
 /** `vse run FILE`: the whole lifecycle on this machine, no scheduler. */
 export async function cmdRun(file: string, verbose: boolean): Promise<void> {
   const site = loadSiteConfig();
-  const d = resolveFile(file, site);
-  const ctx = localContext(JSON.stringify(d), resolvePath(file));
+  const r = resolveFile(file, site);
+  warn(r);
+  const d = r.description;
+  const ctx = localContext(JSON.stringify(makeBundle(r)), resolvePath(file));
   const log = createLogger({ tag: 'vse', verbose, file: `${site.logDir}/vse.log` });
   const say = (s: string): boolean => process.stderr.write(`${s}\n`);
   let stopping = false;
@@ -82,7 +107,7 @@ export async function cmdRun(file: string, verbose: boolean): Promise<void> {
   });
   say(`vse: all ${d.vm.perNode} VM(s) ready in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
   out(formatTable(listVms(site.stateDir, { job: ctx.jobId })));
-  const r = await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
-  say(`vse: stopped ${r.stopped.length} VM(s), removed ${r.dir}`);
+  const c = await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
+  say(`vse: stopped ${c.stopped.length} VM(s), removed ${c.dir}`);
   if (stopping) throw new UserError('interrupted');
 }

@@ -13,9 +13,10 @@ export async function main(argv: string[]): Promise<number> {
       .command('validate <file>', 'check a description; list every problem', (y) =>
         y.positional('file', { type: 'string', demandOption: true }).option('emit', { type: 'boolean', default: false, describe: 'print the resolved description as one JSON line' }),
       (a) => cmdValidate(a.file, a.emit))
-      .command('resolve <file>', 'print the resolved description', (y) =>
-        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
-      (a) => cmdResolve(a.file, a.json))
+      .command('resolve <file>', 'print the resolved description (all layers merged)', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false })
+          .option('explain', { type: 'boolean', default: false, describe: 'show which layer (file:line) set each value, and what it overrode' }),
+      (a) => cmdResolve(a.file, a.json, a.explain))
       .command('create <file>', 'build (or reuse) the guest configuration; print its key and path', (y) =>
         y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
       async (a) => cmdCreate(a.file, a.json, !a.json))

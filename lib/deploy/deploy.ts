@@ -86,7 +86,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       const started = Date.now();
       await run([QEMU, ...qemuArgs({
         name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
-        cmdline: `${config.cmdline} vse.hostname=${vm.name}`, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
+        cmdline: [config.cmdline, ...d.boot.map((b) => (b.value === undefined ? b.name : `${b.name}=${b.value}`)), `vse.hostname=${vm.name}`].join(' '), overlay: vm.overlay, qmpSocket: vm.qmpSocket,
         channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
         runAs: asRoot ? site.qemuUser : undefined, sandbox: true,
       })], { log, timeoutMs: 60_000 });

@@ -1,145 +1,170 @@
-/** The normalised description model and the XML vocabulary that maps onto it. */
-import { parseSize } from '../util/size.js';
-import type { Problem } from './problem.js';
-import type { XmlAttr, XmlElement } from './xml.js';
+/** The resolved description model every later stage works from, built from the merged tree. */
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { Node, Origin, Value } from './tree.js';
 
-/** Guest bases this version can build. */
-export const OS_BASES = ['minimal'] as const;
-export type OsBase = (typeof OS_BASES)[number];
+export type OsBase = 'minimal' | 'debian';
+export interface PackageRef { name: string; state: 'present' | 'absent' }
+export type EditOp = { op: 'set'; key: string; value: string; separator: string } | { op: 'replace'; pattern: string; with: string } | { op: 'append'; line: string };
+export type FileOp =
+  | { op: 'import'; path: string; from: string; mode?: string }
+  | { op: 'copy'; path: string; from: string }
+  | { op: 'link'; path: string; target: string }
+  | { op: 'delete'; path: string }
+  | { op: 'edit'; path: string; edits: EditOp[] }
+  | { op: 'write'; path: string; content: string; mode?: string };
 
-/** A resolved description: what every later stage (create, deploy) works from. */
+/** A resolved description: what create, deploy and the guest work from. */
 export interface Description {
   name: string;
-  os: { base: OsBase };
-  vm: { memoryMiB: number; vcpus: number; perNode: number };
+  os: {
+    base: OsBase;
+    release?: string;
+    variant?: string;
+    kernel: { package?: string; path?: string };
+    packages: PackageRef[];
+    services: { name: string; state: 'enabled' | 'disabled' }[];
+  };
+  rtes: { name: string; packages: PackageRef[]; env: { name: string; value: string }[]; paths: string[] }[];
+  files: FileOp[];
+  build: { name: string; mode: 'offline' | 'online'; workdir?: string; run: string }[];
+  boot: { name: string; value?: string }[];
+  vm: { memoryMiB: number; vcpus: number; diskMiB: number; perNode: number; hypervisor: 'qemu' | 'libvirt' | 'any' };
+  resources: { mounts: { guest: string; host: string; mode: 'ro' | 'rw' }[]; network: { mode: 'private' | 'none' } };
 }
 
-export const DEFAULTS = { memoryMiB: 128, vcpus: 1, perNode: 1 } as const;
+export const VM_DEFAULTS = { memoryMiB: 128, vcpus: 1, diskMiB: 1024, perNode: 1, hypervisor: 'qemu' } as const;
 
-/** Where each model value came from: JSON pointer -> XML location. */
-export type Locations = Map<string, { line: number; col: number; path: string }>;
+/** JSON pointer of a model value -> where it was set (and the element path for messages). */
+export type Locations = Map<string, { origin: Origin; path: string }>;
 
-type Kind = 'name' | 'size' | 'count' | { oneOf: readonly string[] };
-
-interface ElementSpec {
-  attrs: Record<string, { kind: Kind; required?: boolean; pointer: string }>;
-  children: Record<string, { max: number }>;
+/** Host paths are relative to the file that names them. */
+function hostPath(v: Value): string {
+  return isAbsolute(v.value) ? resolve(v.value) : resolve(dirname(v.origin.file), v.value);
 }
 
-const VOCABULARY: Record<string, ElementSpec> = {
-  vse: { attrs: { name: { kind: 'name', required: true, pointer: '/name' } }, children: { os: { max: 1 }, vm: { max: 1 } } },
-  os: { attrs: { base: { kind: { oneOf: OS_BASES }, required: true, pointer: '/os/base' } }, children: {} },
-  vm: {
-    attrs: {
-      memory: { kind: 'size', pointer: '/vm/memoryMiB' },
-      vcpus: { kind: 'count', pointer: '/vm/vcpus' },
-      perNode: { kind: 'count', pointer: '/vm/perNode' },
-    },
-    children: {},
-  },
-};
-
-function distance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
-  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const row = d[i] as number[];
-      const prev = d[i - 1] as number[];
-      row[j] = Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return (d[a.length] as number[])[b.length] ?? 0;
-}
-
-/** "did you mean X?" for a misspelt name, or undefined. */
-export function didYouMean(name: string, known: string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Infinity;
-  for (const k of known) {
-    const dd = distance(name.toLowerCase(), k.toLowerCase());
-    if (dd < bestD) [best, bestD] = [k, dd];
-  }
-  return best !== undefined && bestD <= Math.max(2, Math.floor(name.length / 3)) ? `did you mean "${best}"?` : undefined;
-}
-
-function convert(kind: Kind, a: XmlAttr): { value?: string | number; expected?: string; hint?: string } {
-  const v = a.value.trim();
-  if (kind === 'name') {
-    return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(v)
-      ? { value: v }
-      : { expected: 'a name of letters, digits, ".", "_" or "-" (at most 63, starting with a letter or digit)' };
-  }
-  if (kind === 'size') {
-    const mib = parseSize(v);
-    return mib === undefined ? { expected: 'a size with a unit, such as 512M or 2G', hint: /^\d+$/.test(v) ? `write ${v}M for ${v} MiB` : undefined } : { value: mib };
-  }
-  if (kind === 'count') {
-    return /^\d{1,6}$/.test(v) ? { value: Number(v) } : { expected: 'a whole number such as 1 or 4' };
-  }
-  return kind.oneOf.includes(v) ? { value: v } : { expected: `one of ${kind.oneOf.join(', ')}`, hint: didYouMean(v, [...kind.oneOf]) };
-}
-
-/** Turn a parsed XML tree into the model (with defaults) and the location of every value. */
-export function normalise(file: string, root: XmlElement): { model: Record<string, unknown>; locations: Locations; problems: Problem[] } {
-  const problems: Problem[] = [];
+/** Turn the merged tree into the model; `locations` maps each value back to its file and line. */
+export function toModel(root: Node): { model: Description; locations: Locations } {
   const locations: Locations = new Map();
-  const model: Record<string, unknown> = { os: {}, vm: { ...DEFAULTS } };
-  const problem = (el: { line: number; col: number }, path: string, message: string, expected?: string, hint?: string): void => {
-    problems.push({ file, line: el.line, col: el.col, path, message, expected, hint });
+  const at = (pointer: string, v: Value | Node | undefined, path: string): void => {
+    if (v) locations.set(pointer, { origin: v.origin, path });
   };
-  const set = (pointer: string, value: unknown): void => {
-    const [, top, key] = pointer.split('/');
-    if (top === undefined) return;
-    if (key === undefined) model[top] = value;
-    else (model[top] as Record<string, unknown>)[key] = value;
+  const str = (n: Node | undefined, attr: string, pointer: string, path: string): string | undefined => {
+    const v = n?.attrs.get(attr);
+    at(pointer, v, `${path}/@${attr}`);
+    return v?.value;
   };
+  const num = (n: Node | undefined, attr: string, pointer: string, path: string, dflt: number): number => {
+    const s = str(n, attr, pointer, path);
+    return s === undefined ? dflt : Number(s);
+  };
+  const items = (n: Node | undefined, slot: string): [string, Node][] => [...(n?.lists.get(slot)?.items ?? [])];
 
-  if (root.name !== 'vse') {
-    problem(root, root.path, `the root element is <${root.name}>`, 'a <vse> root element', didYouMean(root.name, ['vse']));
-    return { model, locations, problems };
-  }
-  locations.set('', root);
-  const visit = (el: XmlElement, spec: ElementSpec): void => {
-    for (const [name, a] of el.attrs) {
-      const attrSpec = spec.attrs[name];
-      const path = `${el.path}/@${name}`;
-      if (!attrSpec) {
-        const known = Object.keys(spec.attrs);
-        problem(a, path, `unknown attribute "${name}" on <${el.name}>`, known.length ? `one of ${known.join(', ')}` : 'no attributes', didYouMean(name, known));
-        continue;
+  locations.set('', { origin: root.origin, path: '/vse' });
+  const os = root.singles.get('os');
+  const kernel = os?.singles.get('kernel');
+  const packages = (n: Node | undefined, slot: string, ptr: string, path: string): PackageRef[] =>
+    items(n, slot).map(([key, p], i) => {
+      at(`${ptr}/${i}`, p, `${path}/package[${key}]`);
+      return { name: key, state: (str(p, 'state', `${ptr}/${i}/state`, `${path}/package[${key}]`) ?? 'present') as PackageRef['state'] };
+    });
+
+  const kernelPath = kernel?.attrs.get('path');
+  if (kernelPath) at('/os/kernel/path', kernelPath, '/vse/os/kernel/@path');
+  const model: Description = {
+    name: str(root, 'name', '/name', '/vse') ?? '',
+    os: {
+      base: (str(os, 'base', '/os/base', '/vse/os') ?? '') as OsBase,
+      ...(os?.attrs.has('release') ? { release: str(os, 'release', '/os/release', '/vse/os') } : {}),
+      ...(os?.attrs.has('variant') ? { variant: str(os, 'variant', '/os/variant', '/vse/os') } : {}),
+      kernel: {
+        ...(kernel?.attrs.has('package') ? { package: str(kernel, 'package', '/os/kernel/package', '/vse/os/kernel') } : {}),
+        ...(kernelPath ? { path: hostPath(kernelPath) } : {}),
+      },
+      packages: packages(os, 'packages', '/os/packages', '/vse/os/packages'),
+      services: items(os, 'services').map(([key, s], i) => {
+        at(`/os/services/${i}`, s, `/vse/os/services/service[${key}]`);
+        return { name: key, state: (str(s, 'state', `/os/services/${i}/state`, `/vse/os/services/service[${key}]`) ?? 'enabled') as 'enabled' | 'disabled' };
+      }),
+    },
+    rtes: items(root, 'rte').map(([name, r], i) => {
+      const p = `/vse/rte[${name}]`;
+      at(`/rtes/${i}`, r, p);
+      return {
+        name,
+        packages: packages(r, 'package', `/rtes/${i}/packages`, p),
+        env: items(r, 'env').map(([k, e], j) => ({ name: k, value: str(e, 'value', `/rtes/${i}/env/${j}/value`, `${p}/env[${k}]`) ?? '' })),
+        paths: items(r, 'path').map(([k]) => k),
+      };
+    }),
+    files: items(root, 'files').map(([key, f], i): FileOp => {
+      const p = `/vse/files/${f.el}[${key}]`;
+      const ptr = `/files/${i}`;
+      at(ptr, f, p);
+      const mode = f.attrs.get('mode') ? { mode: str(f, 'mode', `${ptr}/mode`, p) as string } : {};
+      switch (f.el) {
+        case 'import': {
+          const from = f.attrs.get('from') as Value;
+          at(`${ptr}/from`, from, `${p}/@from`);
+          return { op: 'import', path: key, from: hostPath(from), ...mode };
+        }
+        case 'copy':
+          return { op: 'copy', path: key, from: str(f, 'from', `${ptr}/from`, p) ?? '' };
+        case 'link':
+          return { op: 'link', path: key, target: str(f, 'target', `${ptr}/target`, p) ?? '' };
+        case 'delete':
+          return { op: 'delete', path: key };
+        case 'edit':
+          return {
+            op: 'edit', path: key,
+            edits: items(f, 'ops').map(([, e], j): EditOp => {
+              at(`${ptr}/edits/${j}`, e, `${p}/${e.el}[${j + 1}]`);
+              const a = (k: string): string => e.attrs.get(k)?.value ?? '';
+              if (e.el === 'set') return { op: 'set', key: a('key'), value: a('value'), separator: e.attrs.get('separator')?.value ?? '=' };
+              if (e.el === 'replace') return { op: 'replace', pattern: a('pattern'), with: a('with') };
+              return { op: 'append', line: a('line') };
+            }),
+          };
+        default:
+          return { op: 'write', path: key, content: f.text?.value ?? '', ...mode };
       }
-      const c = convert(attrSpec.kind, a);
-      if (c.value === undefined) problem(a, path, `"${a.value}" is not valid`, c.expected, c.hint);
-      else {
-        set(attrSpec.pointer, c.value);
-        locations.set(attrSpec.pointer, { line: a.line, col: a.col, path });
-      }
-    }
-    for (const [name, attrSpec] of Object.entries(spec.attrs)) {
-      if (attrSpec.required && !el.attrs.has(name)) problem(el, `${el.path}/@${name}`, `<${el.name}> has no "${name}" attribute`, `${name}="..."`);
-    }
-    if (el.text.trim() !== '') problem(el, el.path, `unexpected text "${el.text.trim().slice(0, 40)}" in <${el.name}>`, 'only child elements');
-    const seen = new Map<string, number>();
-    for (const child of el.children) {
-      const childSpec = spec.children[child.name];
-      const vocab = VOCABULARY[child.name];
-      if (!childSpec || !vocab) {
-        const known = Object.keys(spec.children);
-        problem(child, child.path, `unknown element <${child.name}> in <${el.name}>`, known.length ? `one of ${known.map((k) => `<${k}>`).join(', ')}` : 'no child elements', didYouMean(child.name, known));
-        continue;
-      }
-      const n = (seen.get(child.name) ?? 0) + 1;
-      seen.set(child.name, n);
-      if (n > childSpec.max) {
-        problem(child, child.path, `<${child.name}> appears ${n} times`, `at most ${childSpec.max}`, 'merge the attributes into one element');
-        continue;
-      }
-      locations.set(`/${child.name}`, child);
-      visit(child, vocab);
-    }
+    }),
+    build: items(root, 'build').map(([name, s], i) => {
+      const p = `/vse/build/step[${name}]`;
+      at(`/build/${i}`, s, p);
+      return {
+        name,
+        mode: (str(s, 'mode', `/build/${i}/mode`, p) ?? 'offline') as 'offline' | 'online',
+        ...(s.attrs.has('workdir') ? { workdir: str(s, 'workdir', `/build/${i}/workdir`, p) } : {}),
+        run: s.text?.value ?? '',
+      };
+    }),
+    boot: items(root, 'boot').map(([name, o], i) => {
+      at(`/boot/${i}`, o, `/vse/boot/option[${name}]`);
+      return { name, ...(o.attrs.has('value') ? { value: str(o, 'value', `/boot/${i}/value`, `/vse/boot/option[${name}]`) } : {}) };
+    }),
+    vm: (() => {
+      const vm = root.singles.get('vm');
+      return {
+        memoryMiB: num(vm, 'memory', '/vm/memoryMiB', '/vse/vm', VM_DEFAULTS.memoryMiB),
+        vcpus: num(vm, 'vcpus', '/vm/vcpus', '/vse/vm', VM_DEFAULTS.vcpus),
+        diskMiB: num(vm, 'disk', '/vm/diskMiB', '/vse/vm', VM_DEFAULTS.diskMiB),
+        perNode: num(vm, 'perNode', '/vm/perNode', '/vse/vm', VM_DEFAULTS.perNode),
+        hypervisor: (str(vm, 'hypervisor', '/vm/hypervisor', '/vse/vm') ?? VM_DEFAULTS.hypervisor) as Description['vm']['hypervisor'],
+      };
+    })(),
+    resources: (() => {
+      const res = root.singles.get('resources');
+      return {
+        mounts: items(res, 'mount').map(([guest, m], i) => {
+          const p = `/vse/resources/mount[${guest}]`;
+          at(`/resources/mounts/${i}`, m, p);
+          const host = m.attrs.get('host') as Value;
+          at(`/resources/mounts/${i}/host`, host, `${p}/@host`);
+          return { guest, host: hostPath(host), mode: (str(m, 'mode', `/resources/mounts/${i}/mode`, p) ?? 'ro') as 'ro' | 'rw' };
+        }),
+        network: { mode: (str(res?.singles.get('network'), 'mode', '/resources/network/mode', '/vse/resources/network') ?? 'private') as 'private' | 'none' },
+      };
+    })(),
   };
-  visit(root, VOCABULARY.vse as ElementSpec);
-  if (!root.children.some((c) => c.name === 'os')) problem(root, '/vse/os', 'no <os> element', '<os base="minimal"/>', 'every description names the guest it boots');
-  return { model, locations, problems };
+  return { model, locations };
 }

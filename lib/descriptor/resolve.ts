@@ -1,77 +1,114 @@
-/** Read, validate and resolve a description file into a Description (the submit-time check). */
-import { readFileSync } from 'node:fs';
+/**
+ * Resolve a description: load its chain of layers, merge them, then check the merged result
+ * against the schema, the admin locks and the site policy. Every problem is reported, not only the
+ * first. The same code runs at submission (as the user) and in the prolog (as root, on the job's
+ * copy of the user's layers and this node's admin layers).
+ */
+import { resolve as resolvePath } from 'node:path';
 import type { SiteConfig } from '../site/config.js';
 import { UserError } from '../util/errors.js';
-import { type Description, type Locations, normalise } from './model.js';
+import { type Bundle, type ChainLayer, loadChain } from './layers.js';
+import { LockBook } from './locks.js';
+import { mergeLayers } from './merge.js';
+import { type Description, type Locations, toModel } from './model.js';
 import { policyViolations } from './policy.js';
 import { DescriptionError, type Problem } from './problem.js';
 import { schemaErrors } from './schema.js';
-import { parseXml } from './xml.js';
+import { type Node, buildLayer } from './tree.js';
 
-function unitFor(pointer: string, expected: string): string {
-  return pointer.endsWith('MiB') ? expected.replace(/(\d+)$/, '$1M') : expected;
+export interface Resolution {
+  description?: Description;
+  problems: Problem[];
+  warnings: string[];
+  layers: { file: string; admin: boolean }[];
+  tree?: Node;
+  locations?: Locations;
+  chain: ChainLayer[];
 }
 
-function locate(file: string, locations: Locations, pointer: string): { file: string; line: number; col: number; path: string } {
+export interface ResolveOptions {
+  /** Resolve from the job's copy instead of the file system (the prolog). */
+  bundle?: Bundle;
+  /** Check that host files to import are readable by the caller (at submission). */
+  checkReadable?: boolean;
+}
+
+function locate(locations: Locations, pointer: string): { file: string; line: number; col: number; path: string } {
   let p = pointer;
   for (;;) {
     const loc = locations.get(p);
-    if (loc) return { file, line: loc.line, col: loc.col, path: loc.path };
-    if (p === '') return { file, line: 1, col: 1, path: '/vse' };
+    if (loc) return { file: loc.origin.file, line: loc.origin.line, col: loc.origin.col, path: loc.path };
+    if (p === '') return { file: '?', line: 1, col: 1, path: '/vse' };
     p = p.slice(0, p.lastIndexOf('/'));
   }
 }
 
-/** Check a description's text; returns the model or every problem found. */
-export function resolveText(file: string, bytes: Buffer, site: SiteConfig): { description?: Description; problems: Problem[] } {
-  const { root, problems } = parseXml(file, bytes);
-  if (!root) return { problems };
-  const n = normalise(file, root);
-  if (n.problems.length > 0) return { problems: n.problems };
-  const out: Problem[] = [];
-  for (const e of schemaErrors(n.model)) {
-    out.push({ ...locate(file, n.locations, e.pointer), message: e.message, expected: unitFor(e.pointer, e.expected) });
+/** Resolve `file` (or the bundle's file) against the site config. */
+export function resolveDescription(file: string, site: SiteConfig, opts: ResolveOptions = {}): Resolution {
+  const problems: Problem[] = [];
+  const warnings: string[] = [];
+  const chain = loadChain(file, { dirs: site.descriptionDirs, bundle: opts.bundle, problems, warnings });
+  const out: Resolution = { problems, warnings, layers: chain.map((l) => ({ file: l.file, admin: l.admin })), chain };
+  if (problems.length > 0 || chain.length === 0) return out;
+
+  const trees = chain.map((l, layer) => buildLayer(l.root, { file: l.file, layer, admin: l.admin, problems }).node);
+  chain.forEach((l, i) => {
+    const t = trees[i];
+    if (t && !l.admin) {
+      const o = LockBook.ignoredLocks(t);
+      if (o) warnings.push(`${o.file}:${o.line}:${o.col}: locked has no effect here: only layers in the admin directories can lock`);
+    }
+  });
+  if (problems.length > 0 || trees.some((t) => !t)) return out;
+
+  const locks = new LockBook();
+  const merged = mergeLayers(trees as Node[], { problems }, (m, layer, i) => {
+    if (chain[i]?.admin) locks.afterAdminLayer(m, layer, i);
+  });
+  if (!merged) return out;
+  out.tree = merged;
+  problems.push(...locks.check(merged));
+
+  const { model, locations } = toModel(merged);
+  out.locations = locations;
+  for (const e of schemaErrors(model)) {
+    const at = locate(locations, e.pointer);
+    problems.push({ ...at, message: e.pointer === '/os/base' ? 'no OS base' : e.message, expected: e.expected, hint: e.pointer === '/os/base' ? 'set <os base="minimal"/> (or debian), or extend a base description' : undefined });
   }
-  if (out.length > 0) return { problems: out };
-  const description = n.model as unknown as Description;
-  for (const v of policyViolations(description, site)) {
-    out.push({ ...locate(file, n.locations, v.pointer), message: v.message, expected: v.expected, hint: v.hint });
+  if (problems.length > 0) return out;
+  for (const v of policyViolations(model, site, { checkReadable: opts.checkReadable ?? false })) {
+    problems.push({ ...locate(locations, v.pointer), message: v.message, expected: v.expected, hint: v.hint });
   }
-  return out.length > 0 ? { problems: out } : { description, problems: [] };
+  if (problems.length === 0) out.description = model;
+  return out;
 }
 
-/** Read a description file with the caller's own rights and resolve it; throws DescriptionError. */
-export function resolveFile(file: string, site: SiteConfig): Description {
-  let bytes: Buffer;
+/** Resolve a file at submission, as the user; throws DescriptionError listing every problem. */
+export function resolveFile(file: string, site: SiteConfig): Resolution & { description: Description } {
+  const r = resolveDescription(file, site, { checkReadable: true });
+  if (!r.description) throw new DescriptionError(r.problems);
+  return r as Resolution & { description: Description };
+}
+
+/** The job's copy: every layer that is not an admin layer, as it was at submission. */
+export function makeBundle(r: Resolution): Bundle {
+  const top = r.chain.at(-1);
+  return { v: 1, file: top ? resolvePath(top.file) : '', layers: r.chain.filter((l) => !l.admin).map((l) => ({ path: l.file, text: l.text })) };
+}
+
+/** Largest bundle that fits one environment string of the prolog (Linux: 128 KiB). */
+export const MAX_BUNDLE_BYTES = 120 * 1024;
+
+/** The prolog's side: resolve the job's bundle against this node's admin layers and policy. */
+export function resolveBundle(json: string, origin: string, site: SiteConfig): Description {
+  let bundle: Bundle;
   try {
-    bytes = readFileSync(file);
+    bundle = JSON.parse(json) as Bundle;
+    if (bundle.v !== 1 || typeof bundle.file !== 'string' || !Array.isArray(bundle.layers)) throw new Error('not a vse description bundle (v1)');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String(code ?? err);
-    throw new UserError(`${file}: cannot read the description: ${why}`, { cause: err });
+    throw new UserError(`${origin}: the job's description cannot be read: ${(err as Error).message}`);
   }
-  const r = resolveText(file, bytes, site);
+  const r = resolveDescription(bundle.file, site, { bundle });
   if (!r.description) throw new DescriptionError(r.problems);
   return r.description;
-}
-
-/**
- * Check a description handed over as JSON (the job's copy, fixed at submission) against the schema
- * and the site policy of this node. `origin` names where it came from in messages.
- */
-export function checkResolved(json: string, origin: string, site: SiteConfig): Description {
-  let model: unknown;
-  try {
-    model = JSON.parse(json);
-  } catch (err) {
-    throw new UserError(`${origin}: the job's description is not valid JSON: ${(err as Error).message}`);
-  }
-  const errs = schemaErrors(model);
-  if (errs.length > 0) {
-    throw new UserError(errs.map((e) => `${origin}: ${e.pointer || '/'}: ${e.message}; expected ${unitFor(e.pointer, e.expected)}`).join('\n'));
-  }
-  const d = model as Description;
-  const v = policyViolations(d, site);
-  if (v.length > 0) throw new UserError(v.map((x) => `${origin}: ${x.pointer}: ${x.message}; expected ${x.expected}; hint: ${x.hint}`).join('\n'));
-  return d;
 }

@@ -76,7 +76,7 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
     commentPropName: '#comment',
     parseTagValue: false,
     parseAttributeValue: false,
-    trimValues: true,
+    trimValues: false,
   });
   const doc = parser.parse(text) as Ordered[];
   const problems: Problem[] = [];

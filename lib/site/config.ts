@@ -18,7 +18,13 @@ export interface SiteConfig {
   kernelPackage: string;
   accel: Accel;
   bootTimeoutSec: number;
-  limits: { maxMemoryMiB: number; maxVcpus: number; maxVmsPerNode: number };
+  limits: { maxMemoryMiB: number; maxVcpus: number; maxVmsPerNode: number; maxDiskMiB: number; maxMemoryPerNodeMiB: number };
+  /** Hypervisors users may ask for. */
+  allowedHypervisors: string[];
+  /** Host paths VMs may see (mounts, kernel paths), and how. */
+  allowedHostPaths: { path: string; modes: ('ro' | 'rw')[] }[];
+  /** Admin description directories, searched in order for `extends="name"`. */
+  descriptionDirs: string[];
   /** The files that were read, in order (for `vse doctor` and error messages). */
   sources: string[];
 }
@@ -31,7 +37,10 @@ interface RawSite {
   kernelPackage?: string;
   accel?: string;
   bootTimeoutSec?: number;
-  limits?: { maxMemory?: string; maxVcpus?: number; maxVmsPerNode?: number };
+  limits?: { maxMemory?: string; maxVcpus?: number; maxVmsPerNode?: number; maxDisk?: string; maxMemoryPerNode?: string };
+  allowedHypervisors?: string[];
+  allowedHostPaths?: { path: string; modes?: ('ro' | 'rw')[] }[];
+  descriptionDirs?: string[];
 }
 
 function readRaw(file: string): RawSite {
@@ -80,7 +89,12 @@ export function loadSiteConfig(): SiteConfig {
       maxMemoryMiB: parseSize(m.limits.maxMemory ?? '4G') ?? 4096,
       maxVcpus: m.limits.maxVcpus ?? 8,
       maxVmsPerNode: m.limits.maxVmsPerNode ?? 16,
+      maxDiskMiB: parseSize(m.limits.maxDisk ?? '64G') ?? 65536,
+      maxMemoryPerNodeMiB: parseSize(m.limits.maxMemoryPerNode ?? '16G') ?? 16384,
     },
+    allowedHypervisors: m.allowedHypervisors ?? ['qemu', 'libvirt'],
+    allowedHostPaths: (m.allowedHostPaths ?? []).map((e) => ({ path: e.path, modes: e.modes ?? ['ro'] })),
+    descriptionDirs: m.descriptionDirs ?? [join(installInfo.sysconfdir, 'vse', 'descriptions'), join(shippedConfigDir, 'descriptions')],
     sources,
   };
 }

@@ -36,7 +36,11 @@ export function slurmEnv(job: string, node: string, desc?: object): Record<strin
   };
 }
 
-export const hello = (perNode = 1): object => ({ name: 'hello', os: { base: 'minimal' }, vm: { memoryMiB: 128, vcpus: 1, perNode } });
+/** What the SPANK plugin hands the prolog: the job's copy of the user's layers (`vse validate --emit`). */
+export const hello = (perNode = 1): object => ({
+  v: 1, file: '/home/u/hello.xml',
+  layers: [{ path: '/home/u/hello.xml', text: `<vse name="hello" extends="minimal">\n  <vm memory="128M" perNode="${perNode}"/>\n</vse>\n` }],
+});
 
 /** QEMU processes whose command line mentions the text (a job's state directory). */
 export function qemuMentioning(text: string): number[] {

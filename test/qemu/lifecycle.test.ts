@@ -126,9 +126,9 @@ describe('prolog and epilog', () => {
   });
 
   it('a description over this node\'s limits is the user\'s mistake: logged, no VM, the node is not drained (exit 0)', async () => {
-    const p = await runHook('prolog', site.file, slurmEnv('7007', 'q1', { ...hello(1), vm: { memoryMiB: 128, vcpus: 1, perNode: 500 } }));
+    const p = await runHook('prolog', site.file, slurmEnv('7007', 'q1', hello(500)));
     expect(p.exitCode).toBe(0);
-    expect(p.stderr).toContain('/vm/perNode: 500 VMs per node exceed the site limit; expected at most 16');
+    expect(p.stderr).toContain('/home/u/hello.xml:2:21: /vse/vm/@perNode: VMs per node 500 exceeds the site limit; expected at most 16');
     expect(readFileSync(join(site.logDir, 'prolog.log'), 'utf8')).toContain('job=7007 node=q1: error:');
     expectClean('7007', 'q1');
   });

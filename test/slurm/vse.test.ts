@@ -239,14 +239,14 @@ describe("a bad --vse is refused at submission", () => {
     {
       name: "malformed XML (a tag never closed)",
       file: "malformed.xml",
-      content: good.replace('<os base="minimal"/>', '<os base="minimal">'),
+      content: good.replace('perNode="1"/>', 'perNode="1">'),
       says: /malformed\.xml:\d+:\d+: .*malformed XML/i,
       exact: false,
     },
     {
       name: "an unknown attribute",
       file: "unknown-attr.xml",
-      content: good.replace('vcpus="1"', 'vcpus="1" colour="red"'),
+      content: good.replace('perNode="1"', 'perNode="1" colour="red"'),
       says: /unknown-attr\.xml:\d+:\d+: .*unknown attribute "colour"/,
       exact: true,
     },
