@@ -6,12 +6,13 @@
 // Jobs that boot VMs hold at the end of their script until the test has looked at the host from
 // outside (a "release" file), so "the VMs run while the job runs" is checked on a live job, and
 // "nothing is left" after a job that really had something to clean.
-import { readFileSync, existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   NODES,
+  VSE_PREFIX,
   VSE,
   asRoot,
   asUser,
@@ -234,8 +235,8 @@ describe("a bad --vse is refused at submission", () => {
   const good = helloXml(1);
   // The faulty line is the one that differs from the good description; `exact`: sbatch must report
   // that very line (an unclosed tag is only noticed further down, at the closing tag that clashes).
-  const cases: { name: string; file: string; content?: string; says: RegExp; exact?: boolean }[] = [
-    { name: "a missing file", file: "missing.xml", says: /missing\.xml: .*no such file/i },
+  const cases: { name: string; file: string; content?: string; mode?: number; says: RegExp; exact?: boolean }[] = [
+    { name: "a missing file", file: "missing.xml", says: /missing\.xml:1:1: \/: cannot read the description: no such file/ },
     {
       name: "malformed XML (a tag never closed)",
       file: "malformed.xml",
@@ -250,10 +251,52 @@ describe("a bad --vse is refused at submission", () => {
       says: /unknown-attr\.xml:\d+:\d+: .*unknown attribute "colour"/,
       exact: true,
     },
+    {
+      name: "a file the user cannot read",
+      file: "unreadable.xml",
+      content: good,
+      mode: 0o000,
+      says: /unreadable\.xml:1:1: \/: cannot read the description: permission denied/,
+    },
+    {
+      name: "more VMs per node than the site allows",
+      file: "too-many.xml",
+      content: good.replace('perNode="1"', 'perNode="99"'),
+      says: /too-many\.xml:\d+:\d+: \/vse\/vm\/@perNode: VMs per node 99 exceeds the site limit; expected at most 16/,
+      exact: true,
+    },
+    {
+      name: "importing a host file the user cannot read",
+      file: "shadow.xml",
+      content: good.replace("</vse>", '  <files><import from="/etc/shadow" path="/etc/shadow"/></files>\n</vse>'),
+      says: /shadow\.xml:\d+:\d+: \/vse\/files\/import\[\/etc\/shadow\]\/@from: \/etc\/shadow is not readable by you/,
+      exact: true,
+    },
+    {
+      name: "a host path the site does not allow",
+      file: "mount-etc.xml",
+      content: good.replace("</vse>", '  <resources><mount guest="/host-etc" host="/etc"/></resources>\n</vse>'),
+      says: /mount-etc\.xml:\d+:\d+: \/vse\/resources\/mount\[\/host-etc\]\/@host: host path \/etc is outside the host paths the site allows/,
+      exact: true,
+    },
+    {
+      name: "overriding what the site administrator locked",
+      file: "unlock.xml",
+      content: good.replace(/extends="[^"]*"/, 'extends="locked-site"').replace(/memory="[^"]*"/, 'memory="256M"'),
+      says: /unlock\.xml:\d+:\d+: \/vse\/vm\/@memory: attribute memory locked by the site administrator/,
+      exact: false, // the first changed line is extends=, the locked value is on the next
+    },
   ];
 
+  beforeAll(() => {
+    // an admin base on this site: root-owned, in the installed admin directory
+    const adminDir = join(VSE_PREFIX, "etc", "vse", "descriptions");
+    mkdirSync(adminDir, { recursive: true, mode: 0o755 });
+    writeFileSync(join(adminDir, "locked-site.xml"), '<vse name="locked-site" extends="minimal">\n  <vm memory="128M" locked="memory"/>\n</vse>\n', { mode: 0o644 });
+  });
+
   it.each(cases)("$name: sbatch fails naming file, line and fault; nothing is queued", async (c) => {
-    if (c.content !== undefined) writeUserFile(c.file, c.content);
+    if (c.content !== undefined) writeUserFile(c.file, c.content, c.mode ?? 0o644);
     // the line sbatch should point at: the first line that differs from the good description
     const goodLines = good.split("\n");
     const badLine = c.content?.split("\n").findIndex((l, i) => l !== goodLines[i]);
@@ -265,7 +308,7 @@ describe("a bad --vse is refused at submission", () => {
     expect(r.jobId).toBeUndefined();
     const vseLines = r.stderr.split("\n").filter((l) => l.includes("vse: "));
     expect(vseLines.join("\n"), r.stderr).toMatch(c.says);
-    if (c.content !== undefined) {
+    if (c.content !== undefined && c.content !== good) {
       expect(badLine, "the bad description differs from the good one").toBeGreaterThanOrEqual(0);
       const m = new RegExp(`${c.file.replace(".", "\\.")}:(\\d+):`).exec(r.stderr);
       expect(m, `no ${c.file}:LINE: in\n${r.stderr}`).not.toBeNull();
