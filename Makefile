@@ -14,7 +14,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
-	install demo bench clean
+	install demo bench schema clean
 
 help:
 	@echo "make setup     install Debian packages (root) and npm dependencies"
@@ -98,6 +98,11 @@ demo: setup build
 
 bench: build
 	node dist/bench/boot.js
+	node dist/bench/resolve.js
+
+# The JSON Schema of the resolved description model, generated from lib/descriptor/schema.ts.
+schema: build
+	node -e "import('./dist/lib/descriptor/schema.js').then((m) => process.stdout.write(JSON.stringify(m.descriptionSchema, null, 2) + '\\n'))" > config/schema/description.schema.json
 
 clean:
 	rm -rf dist build
