@@ -11,7 +11,7 @@ export async function main(argv: string[]): Promise<number> {
       .scriptName('vse')
       .usage('$0 <command> [options]\n\nVirtualized system environments: boot a job\'s described system as VMs.')
       .command('validate <file>', 'check a description; list every problem', (y) =>
-        y.positional('file', { type: 'string', demandOption: true }).option('emit', { type: 'boolean', default: false, describe: 'print the resolved description as one JSON line' }),
+        y.positional('file', { type: 'string', demandOption: true }).option('emit', { type: 'boolean', default: false, describe: 'print the job\'s copy of the description (your own layers, as JSON) for the scheduler plugin' }),
       (a) => cmdValidate(a.file, a.emit))
       .command('resolve <file>', 'print the resolved description (all layers merged)', (y) =>
         y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false })

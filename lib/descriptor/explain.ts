@@ -1,5 +1,6 @@
 /** `vse resolve --explain`: every value of the merged description, the layer that set it, and what it overrode. */
 import type { List, Node, Origin } from './tree.js';
+import { VOCABULARY } from './vocabulary.js';
 
 export interface ExplainEntry {
   path: string;
@@ -16,11 +17,15 @@ export function explain(root: Node): ExplainEntry[] {
     for (const [k, v] of n.attrs) out.push({ path: `${path}/@${k}`, value: v.raw, set: v.origin, overrode: v.overrode.map((o) => ({ value: o.raw, at: o.origin })) });
     if (n.text) out.push({ path: `${path}/text()`, value: n.text.raw, set: n.text.origin, overrode: n.text.overrode.map((o) => ({ value: o.raw, at: o.origin })) });
     for (const [name, c] of n.singles) node(c, `${path}/${name}`);
-    for (const [slot, l] of n.lists) list(l, `${path}/${slot}`);
+    for (const [slot, l] of n.lists) list(l, n.el, path, slot);
   };
-  const list = (l: List, path: string): void => {
-    for (const [key, item] of l.items) node(item, `${path}/${item.el}[${key}]`);
-    for (const [key, o] of l.removed) out.push({ path: `${path}[${key}]`, value: null, set: o, overrode: [], removed: true });
+  // the same element paths as in error messages: /vse/boot/option[quiet], /vse/rte[mpi], .../append[1]
+  const list = (l: List, parentEl: string, parentPath: string, slot: string): void => {
+    const spec = VOCABULARY[parentEl]?.lists?.[slot];
+    const base = spec?.container ? `${parentPath}/${spec.container}` : parentPath;
+    const at = (el: string, key: string): string => `${base}/${el}[${key.startsWith('#') ? key.slice(1) : key}]`;
+    for (const [key, item] of l.items) node(item, at(item.el, key));
+    for (const [key, o] of l.removed) out.push({ path: at(spec?.items.length === 1 ? (spec.items[0] as string) : 'item', key), value: null, set: o, overrode: [], removed: true });
   };
   node(root, '/vse');
   return out;

@@ -3,9 +3,10 @@
  * exactly as the admin layer left it, whatever the later layers did (override, remove, replace,
  * re-add under another key, a deeper `extends`).
  */
-import { posix } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import type { Problem } from './problem.js';
-import type { List, Node, Origin } from './tree.js';
+import type { List, Node, Origin, Value } from './tree.js';
 
 type Step = { single: string } | { slot: string } | { slot: string; key: string; el: string };
 
@@ -143,6 +144,8 @@ function newestChange(n: Node | List, after: number, what: true | string[]): Ori
     for (const l of x.lists.values()) walk(l);
   };
   walk(n);
+  // a replaced element or list carries the replacing layer's origin even where no value changed
+  if (!best && n.origin && n.origin.layer > after) best = n.origin;
   return best;
 }
 
@@ -152,6 +155,16 @@ function removalOf(root: Node, steps: Step[], after: number): Origin | undefined
   const list = resolveSteps(root, [...steps.slice(0, -1), { slot: last.slot }]) as List | Node | undefined;
   const o = list && 'items' in list ? list.removed.get(last.key) : undefined;
   return o && o.layer > after ? o : undefined;
+}
+
+/** A host path as the kernel will see it: absolute (relative to its file), symlinks resolved. */
+function hostKey(v: Value): string {
+  const abs = isAbsolute(v.value) ? resolve(v.value) : resolve(dirname(v.origin.file), v.value);
+  try {
+    return realpathSync(abs);
+  } catch {
+    return abs;
+  }
 }
 
 const within = (a: string, b: string): boolean => a === b || b === '/' || a.startsWith(`${b}/`);
@@ -186,12 +199,14 @@ function aliasProblems(merged: Node, locks: Lock[]): Problem[] {
       if (k !== key && item.origin.layer > lock.layer && overlaps(k, key)) push(item.origin, `/vse/files/${item.el}[${k}]`, `<${item.el}> of ${k} would change the locked ${key}`, lock);
     }
   }
-  for (const { lock, key, attrs } of lockedItems('mount', mounts)) {
+  for (const { lock, key } of lockedItems('mount', mounts)) {
+    const locked = mounts?.items.get(key)?.attrs.get('host');
+    const lockedHost = locked ? hostKey(locked) : undefined;
     for (const [k, item] of mounts?.items ?? []) {
       if (k === key || item.origin.layer <= lock.layer) continue;
-      const host = item.attrs.get('host')?.value ?? '';
+      const host = item.attrs.get('host');
       if (overlaps(k, key)) push(item.origin, `/vse/resources/mount[${k}]`, `mount at ${k} overlaps the locked mount at ${key}`, lock);
-      else if (attrs.host && overlaps(posix.normalize(host), posix.normalize(attrs.host))) push(item.origin, `/vse/resources/mount[${k}]/@host`, `mount of ${host} overlaps the locked mount of ${attrs.host}`, lock);
+      else if (host && lockedHost && overlaps(hostKey(host), lockedHost)) push(host.origin, `/vse/resources/mount[${k}]/@host`, `mount of ${host.raw} overlaps the locked mount of ${lockedHost}`, lock);
     }
   }
   const pkgs = merged.singles.get('os')?.lists.get('packages');

@@ -43,12 +43,11 @@ const where = (o: Origin): string => `${o.file}:${o.line}:${o.col}`;
 /** Apply one layer's node onto the merged node so far. */
 export function mergeNode(base: Node | undefined, layer: Node, path: string, note: MergeNote): Node {
   if (!base || layer.directives.replace) {
-    const fresh = cloneNode(layer);
-    if (base) for (const [k, v] of fresh.attrs) fresh.attrs.set(k, override(base.attrs.get(k), v));
-    for (const [slot, l] of fresh.lists) {
-      // removals in a replacing or first layer have nothing to act on
-      for (const [key, o] of l.removed) if (!base?.lists.get(slot)?.items.has(key)) note.problems.push(nothingToRemove(o, `${path}/${slot}`, key));
-    }
+    // a first or replacing layer: its own content only, built by the same rules (removals, order)
+    const fresh: Node = { el: layer.el, origin: layer.origin, attrs: new Map(), text: layer.text ? cloneValue(layer.text) : undefined, singles: new Map(), lists: new Map(), directives: {} };
+    for (const [k, v] of layer.attrs) fresh.attrs.set(k, override(base?.attrs.get(k), v));
+    for (const [name, child] of layer.singles) fresh.singles.set(name, mergeNode(undefined, child, `${path}/${name}`, note));
+    for (const [slot, l] of layer.lists) fresh.lists.set(slot, mergeList(undefined, l, layer.el, `${path}/${slot}`, note));
     return fresh;
   }
   const out = cloneNode(base);
@@ -66,18 +65,15 @@ function nothingToRemove(o: Origin, path: string, key: string): Problem {
 
 function mergeList(base: List | undefined, layer: List, parentEl: string, path: string, note: MergeNote): List {
   const spec = VOCABULARY[parentEl]?.lists?.[layer.slot];
-  if (!base || layer.directives.replace) {
-    const fresh = cloneList(layer);
-    for (const [key, o] of layer.removed) if (!base?.items.has(key) || layer.directives.replace) note.problems.push(nothingToRemove(o, path, key));
-    fresh.removed = new Map();
-    return fresh;
-  }
   if (!spec?.key) {
     // a sequence (edit operations): a layer that gives one replaces it
     return cloneList(layer);
   }
-  const entries = [...base.items].map(([k, v]) => [k, cloneNode(v)] as [string, Node]);
-  const removed = new Map(base.removed);
+  // a first or replacing layer starts from nothing: its removals have nothing to act on, and its
+  // before/after place items among its own
+  const fresh = !base || layer.directives.replace === true;
+  const entries = fresh ? [] : [...base.items].map(([k, v]) => [k, cloneNode(v)] as [string, Node]);
+  const removed = fresh ? new Map<string, Origin>() : new Map(base.removed);
   for (const [key, o] of layer.removed) {
     const i = entries.findIndex(([k]) => k === key);
     if (i < 0) note.problems.push(nothingToRemove(o, path, key));
@@ -105,7 +101,7 @@ function mergeList(base: List | undefined, layer: List, parentEl: string, path: 
       } else entries.splice(item.directives.before !== undefined ? j : j + 1, 0, [key, merged]);
     } else entries.splice(i >= 0 ? i : entries.length, 0, [key, merged]);
   }
-  return { slot: layer.slot, items: new Map(entries), origin: layer.origin ?? base.origin, directives: {}, removed };
+  return { slot: layer.slot, items: new Map(entries), origin: layer.origin ?? base?.origin, directives: {}, removed };
 }
 
 /** Merge all layers (base first) into one tree. */

@@ -23,7 +23,7 @@ export function formatProblem(p: Problem): string {
 /** Thrown when a description is invalid: carries every problem found, not only the first. */
 export class DescriptionError extends UserError {
   override name = 'DescriptionError';
-  constructor(readonly problems: Problem[]) {
-    super(problems.map(formatProblem).join('\n'));
+  constructor(readonly problems: Problem[], readonly warnings: string[] = []) {
+    super([...warnings.map((w) => `warning: ${w}`), ...problems.map(formatProblem)].join('\n'));
   }
 }

@@ -50,6 +50,16 @@ export function resolveDescription(file: string, site: SiteConfig, opts: Resolve
   const chain = loadChain(file, { dirs: site.descriptionDirs, bundle: opts.bundle, problems, warnings });
   const out: Resolution = { problems, warnings, layers: chain.map((l) => ({ file: l.file, admin: l.admin })), chain };
   if (problems.length > 0 || chain.length === 0) return out;
+  if (site.requiredBase !== undefined && !chain.some((l) => l.admin && l.root.attrs.get('name')?.value === site.requiredBase)) {
+    const top = chain.at(-1) as ChainLayer;
+    const ext = top.root.attrs.get('extends');
+    problems.push({
+      file: top.file, line: ext?.line ?? top.root.line, col: ext?.col ?? top.root.col, path: ext ? '/vse/@extends' : '/vse',
+      message: `the description does not extend the site's base "${site.requiredBase}"`, expected: `extends="${site.requiredBase}" (directly or through your own bases)`,
+      hint: `this site requires every description to build on "${site.requiredBase}" (site policy ${site.sources.at(-1)})`,
+    });
+    return out;
+  }
 
   const trees = chain.map((l, layer) => buildLayer(l.root, { file: l.file, layer, admin: l.admin, problems }).node);
   chain.forEach((l, i) => {
@@ -86,7 +96,7 @@ export function resolveDescription(file: string, site: SiteConfig, opts: Resolve
 /** Resolve a file at submission, as the user; throws DescriptionError listing every problem. */
 export function resolveFile(file: string, site: SiteConfig): Resolution & { description: Description } {
   const r = resolveDescription(file, site, { checkReadable: true });
-  if (!r.description) throw new DescriptionError(r.problems);
+  if (!r.description) throw new DescriptionError(r.problems, r.warnings);
   return r as Resolution & { description: Description };
 }
 
@@ -109,6 +119,6 @@ export function resolveBundle(json: string, origin: string, site: SiteConfig): D
     throw new UserError(`${origin}: the job's description cannot be read: ${(err as Error).message}`);
   }
   const r = resolveDescription(bundle.file, site, { bundle });
-  if (!r.description) throw new DescriptionError(r.problems);
+  if (!r.description) throw new DescriptionError(r.problems, r.warnings);
   return r.description;
 }

@@ -125,8 +125,10 @@ export function convertValue(kind: AttrKind, raw: string): { value?: string; exp
       } catch (err) {
         return { expected: 'a valid regular expression', hint: (err as Error).message };
       }
-    case 'mode':
-      return /^0?[0-7]{3,4}$/.test(v) ? { value: v.padStart(4, '0') } : { expected: 'an octal file mode such as 0644' };
+    case 'mode': {
+      const n = /^[0-7]{3,5}$/.test(v) ? parseInt(v, 8) : NaN;
+      return n <= 0o7777 ? { value: n.toString(8).padStart(4, '0') } : { expected: 'an octal file mode such as 0644 (at most 07777)' };
+    }
     case 'bool':
       return v === 'true' || v === 'false' ? { value: v } : { expected: 'true or false' };
     default:

@@ -41,6 +41,29 @@ function locate(starts: number[], offset: number): { line: number; col: number }
   return { line: lo + 1, col: offset - (starts[lo] ?? 0) + 1 };
 }
 
+const NAMED: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+
+/** The five XML entities and character references, in one pass; anything else is reported. */
+export function decodeEntities(s: string): { text: string; bad?: string } {
+  let bad: string | undefined;
+  const text = s.replace(/&(#x[0-9a-fA-F]{1,6}|#[0-9]{1,7}|[A-Za-z][A-Za-z0-9]*);?/g, (m, ref: string) => {
+    if (!m.endsWith(';')) {
+      bad ??= m;
+      return m;
+    }
+    if (ref.startsWith('#')) {
+      const code = ref[1] === 'x' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+      if (code > 0 && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff)) return String.fromCodePoint(code);
+      bad ??= m;
+      return m;
+    }
+    const v = NAMED[ref];
+    if (v === undefined) bad ??= m;
+    return v ?? m;
+  });
+  return { text, bad };
+}
+
 /** Parse description text into one root element, or return the problems that stop it. */
 export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; problems: Problem[] } {
   const at = (line: number, col: number, message: string, expected?: string, hint?: string): Problem => ({
@@ -74,6 +97,7 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
     ignoreDeclaration: true,
     ignorePiTags: true,
     commentPropName: '#comment',
+    cdataPropName: '#cdata',
     parseTagValue: false,
     parseAttributeValue: false,
     trimValues: false,
@@ -98,10 +122,18 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
     for (const [k, v] of Object.entries(rawAttrs)) {
       const off = tagText.search(new RegExp(`\\s${k.replace(/[^\w-]/g, '\\$&')}\\s*=`));
       const apos = off >= 0 ? locate(starts, (meta?.startIndex ?? 0) + off + 1) : pos;
-      el.attrs.set(k, { value: String(v), ...apos });
+      const d = decodeEntities(String(v));
+      if (d.bad) problems.push({ file, ...apos, path: `${path}/@${k}`, message: `unknown entity ${d.bad}`, expected: '&amp; &lt; &gt; &quot; &apos; or a character reference such as &#65;', hint: 'descriptions have no DTD, so no other entities exist' });
+      el.attrs.set(k, { value: d.text, ...apos });
     }
     for (const child of (node[name] ?? []) as Ordered[]) {
-      if ('#text' in child) el.text += String(child['#text']);
+      if ('#text' in child) {
+        const d = decodeEntities(String(child['#text']));
+        if (d.bad) problems.push({ file, ...pos, path, message: `unknown entity ${d.bad} in the text of <${name}>`, expected: '&amp; &lt; &gt; &quot; &apos; or a character reference such as &#65;', hint: 'or put the text in a <![CDATA[ ... ]]> section' });
+        el.text += d.text;
+      } else if ('#cdata' in child) {
+        el.text += String((child['#cdata'] as Ordered[] | undefined)?.[0]?.['#text'] ?? '');
+      }
       else {
         const c = build(child, path, depth + 1);
         if (c) el.children.push(c);

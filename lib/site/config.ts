@@ -25,6 +25,8 @@ export interface SiteConfig {
   allowedHostPaths: { path: string; modes: ('ro' | 'rw')[] }[];
   /** Admin description directories, searched in order for `extends="name"`. */
   descriptionDirs: string[];
+  /** Name of an admin base every description must extend (so its locks hold for every job). */
+  requiredBase?: string;
   /** The files that were read, in order (for `vse doctor` and error messages). */
   sources: string[];
 }
@@ -41,6 +43,7 @@ interface RawSite {
   allowedHypervisors?: string[];
   allowedHostPaths?: { path: string; modes?: ('ro' | 'rw')[] }[];
   descriptionDirs?: string[];
+  requiredBase?: string;
 }
 
 function readRaw(file: string): RawSite {
@@ -94,6 +97,7 @@ export function loadSiteConfig(): SiteConfig {
     },
     allowedHypervisors: m.allowedHypervisors ?? ['qemu', 'libvirt'],
     allowedHostPaths: (m.allowedHostPaths ?? []).map((e) => ({ path: e.path, modes: e.modes ?? ['ro'] })),
+    ...(m.requiredBase !== undefined ? { requiredBase: m.requiredBase } : {}),
     descriptionDirs: m.descriptionDirs ?? [join(installInfo.sysconfdir, 'vse', 'descriptions'), join(shippedConfigDir, 'descriptions')],
     sources,
   };

@@ -74,7 +74,7 @@ describe('a four-layer hierarchy', () => {
   it('explains where every value came from and what it overrode', () => {
     const text = formatExplain(explain(r.tree!)).split(`${f.dir}/`).join('');
     expect(text).toMatch(/\/vse\/vm\/@memory = "1G"\s+user\/user.xml:3:7\n\s+overrides "256M" from admin\/vendor.xml:6:7 \(admin\)/);
-    expect(text).toMatch(/\/vse\/os\/packages\[vim\] removed\s+user\/user.xml:2:17/);
+    expect(text).toMatch(/\/vse\/os\/packages\/package\[vim\] removed\s+user\/user.xml:2:17/);
     expect(text).toMatch(/\/vse\/build\/step\[fetch\]\/text\(\) = "make fetch2"\s+user\/user.xml:5:50\n\s+overrides "make fetch" from project\/project.xml:4:10/);
   });
 });
@@ -122,6 +122,19 @@ describe('admin locks: no way around them', () => {
     expect(p.join('\n')).toMatch(expected);
   });
 
+  it('re-adding a locked mount through a relative path or a symlink to the same host directory', () => {
+    f.link('user/scratchlink', f.path('data/scratch'));
+    f.write({ 'user/rel.xml': '<vse name="r" extends="site"><resources><mount guest="/w" host="../data/scratch" mode="rw"/></resources></vse>' });
+    expect(problems('user/rel.xml').join('\n')).toMatch(/^user\/rel\.xml:1:\d+: \/vse\/resources\/mount\[\/w\]\/@host: mount of \.\.\/data\/scratch overlaps the locked mount of .*data\/scratch/);
+    f.write({ 'user/sym.xml': '<vse name="s" extends="site"><resources><mount guest="/w" host="scratchlink" mode="rw"/></resources></vse>' });
+    expect(problems('user/sym.xml').join('\n')).toMatch(/mount of scratchlink overlaps the locked mount of .*data\/scratch/);
+  });
+
+  it('points at the user\'s replace="true", not at the admin file', () => {
+    f.write({ 'repl.xml': '<vse name="x" extends="site">\n<vm replace="true" memory="512M"/>\n</vse>' });
+    expect(problems('repl.xml')[0]).toMatch(/^repl\.xml:2:1: \/vse\/vm\/@hypervisor: attribute hypervisor locked/);
+  });
+
   it('overriding through a deeper extends chain of the user\'s own files fails the same way', () => {
     f.write({ 'deep/b1.xml': '<vse name="b1" extends="site"><vm hypervisor="libvirt"/></vse>', 'deep/b2.xml': '<vse name="b2" extends="b1.xml"/>', 'deep/top.xml': '<vse name="t" extends="b2.xml"/>' });
     expect(problems('deep/top.xml').join('\n')).toMatch(/^deep\/b1\.xml:1:\d+: \/vse\/vm\/@hypervisor: attribute hypervisor locked/);
@@ -136,6 +149,36 @@ describe('admin locks: no way around them', () => {
   it('a locked list takes no additions', () => {
     f.write({ 'admin/frozen.xml': '<vse name="frozen"><os base="minimal"/><boot locked="true"><option name="quiet"/></boot></vse>', 'add.xml': '<vse name="a" extends="frozen"><boot><option name="debug"/></boot></vse>' });
     expect(problems('add.xml').join('\n')).toMatch(/^add\.xml:1:\d+: \/vse\/boot: locked by the site administrator .*frozen\.xml:1\); it cannot be changed/);
+  });
+});
+
+describe('a site that requires its base', () => {
+  it('refuses a description that does not build on it, and accepts one that does', () => {
+    const site = { ...allowScratch, requiredBase: 'site' };
+    f.write({ 'free.xml': '<vse name="free" extends="vendor"/>', 'bound.xml': '<vse name="b" extends="../project/project.xml"/>' });
+    expect(problems('free.xml', site)).toEqual(['free.xml:1:18: /vse/@extends: the description does not extend the site\'s base "site"; expected extends="site" (directly or through your own bases); hint: this site requires every description to build on "site" (site policy /etc/vse/site.json)']);
+    f.write({ 'project/bound.xml': '<vse name="b" extends="project.xml"/>' });
+    expect(problems('project/bound.xml', site)).toEqual([]);
+  });
+});
+
+describe('text and order details', () => {
+  it('decodes the XML entities and character references, and refuses any other entity', () => {
+    f.write({ 'ent.xml': '<vse name="e" extends="vendor"><build><step name="a">make &amp;&amp; make install &#65;&#x42;</step><step name="b"><![CDATA[x < y && z]]></step></build></vse>' });
+    expect(resolve('ent.xml').description?.build.map((b) => b.run)).toEqual(['make && make install AB', 'x < y && z']);
+    f.write({ 'ent2.xml': '<vse name="e" extends="vendor"><files><write path="/x">&nbsp;</write></files></vse>' });
+    expect(problems('ent2.xml')).toEqual(['ent2.xml:1:39: /vse/files/write: unknown entity &nbsp; in the text of <write>; expected &amp; &lt; &gt; &quot; &apos; or a character reference such as &#65;; hint: or put the text in a <![CDATA[ ... ]]> section']);
+  });
+  it('places items with before/after in the layer that introduces the list too, and says when the anchor is missing', () => {
+    f.write({ 'ord.xml': '<vse name="o"><os base="minimal"/><boot><option name="a"/><option name="b" before="a"/><option name="c" after="zz"/></boot></vse>' });
+    const r = resolve('ord.xml');
+    expect(r.problems.map((p) => formatProblem(p).split(`${f.dir}/`).join(''))).toEqual(['ord.xml:1:88: /vse/boot/option[c]: no item "zz" to place it after; expected one of b, a']);
+  });
+  it('normalises file modes and refuses impossible ones', () => {
+    f.write({ 'mode.xml': '<vse name="m" extends="vendor"><files><write path="/a" mode="01777">x</write><write path="/b" mode="644">y</write></files></vse>' });
+    expect(resolve('mode.xml').description?.files.filter((x) => x.path !== '/etc/motd' && x.path !== '/etc/issue').map((x) => (x as { mode?: string }).mode)).toEqual(['1777', '0644']);
+    f.write({ 'mode2.xml': '<vse name="m" extends="vendor"><files><write path="/a" mode="17777">x</write></files></vse>' });
+    expect(problems('mode2.xml')).toEqual(['mode2.xml:1:56: /vse/files/write[/a]/@mode: "17777" is not valid; expected an octal file mode such as 0644 (at most 07777)']);
   });
 });
 
