@@ -3,11 +3,25 @@
  * looked up in the admin directories; paths are relative to the file. A layer counts as an admin
  * layer only when it lies in an admin directory that root owns and nobody else can write.
  */
-import { existsSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { dirname, relative, resolve, sep } from 'node:path';
 import type { Problem } from './problem.js';
 import { didYouMean } from './tree.js';
-import { type XmlElement, parseXml } from './xml.js';
+import { MAX_BYTES, type XmlElement, parseXml, tooLarge } from './xml.js';
+
+/** Read a layer: a regular file of at most MAX_BYTES (never a FIFO, a device or a huge file). */
+function readLayer(path: string): Buffer {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'ENOTREG' });
+    if (st.size > MAX_BYTES) throw Object.assign(new Error('too large'), { code: 'EFBIG', size: st.size });
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export const MAX_LAYERS = 16;
 
@@ -114,12 +128,14 @@ export function loadChain(file: string, o: ChainOptions): ChainLayer[] {
       text = inBundle.text;
     } else {
       try {
-        const st = statSync(real);
-        if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
-        bytes = readFileSync(real);
+        bytes = readLayer(real);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
-        fail(`cannot read ${chain.length ? `the base ${path}` : 'the description'}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : String(code ?? err)}`, 'a readable XML file');
+        if (code === 'EFBIG') {
+          o.problems.push(tooLarge(path, (err as { size: number }).size));
+          return [];
+        }
+        fail(`cannot read ${chain.length ? `the base ${path}` : 'the description'}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : code === 'ENOTREG' ? 'not a regular file' : String(code ?? err)}`, 'a readable XML file');
         return [];
       }
     }

@@ -185,7 +185,7 @@ export function buildLayer(root: XmlElement, o: LayerOptions): { node?: Node; ex
         if (v === 'true') d.locked = true;
         else if (v !== 'false') {
           const names = v.split(/\s+/).filter(Boolean);
-          const bad = names.filter((n) => !spec?.attrs[n]);
+          const bad = names.filter((n) => !spec || !Object.hasOwn(spec.attrs, n));
           if (bad.length > 0 || names.length === 0) {
             const known = Object.keys(spec?.attrs ?? {});
             problem(a, at, `"${a.value}" is not valid`, `true, or attribute names of <${el.name}> (${known.join(', ') || 'none'})`, bad[0] ? didYouMean(bad[0], known) : undefined);
@@ -203,7 +203,7 @@ export function buildLayer(root: XmlElement, o: LayerOptions): { node?: Node; ex
     const node: Node = { el: el.name, origin: origin(el), attrs: new Map(), singles: new Map(), lists: new Map(), directives: directives(el, path, allowedDirectives, spec) };
     for (const [name, a] of el.attrs) {
       if ((allowedDirectives as string[]).includes(name)) continue;
-      const attrSpec = spec.attrs[name];
+      const attrSpec = Object.hasOwn(spec.attrs, name) ? spec.attrs[name] : undefined;
       if (!attrSpec) {
         const known = [...Object.keys(spec.attrs), ...allowedDirectives];
         problem(a, `${path}/@${name}`, `unknown attribute "${name}" on <${el.name}>`, known.length ? `one of ${known.join(', ')}` : 'no attributes', didYouMean(name, known));

@@ -64,18 +64,30 @@ export function decodeEntities(s: string): { text: string; bad?: string } {
   return { text, bad };
 }
 
+/** Names fast-xml-parser throws on or renames; NUL cannot occur in a description, so it marks them. */
+const RESERVED = new Set(['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf', '__defineGetter__', '__defineSetter__', '__lookupGetter__', '__lookupSetter__']);
+const mark = (n: string): string => (RESERVED.has(n) ? `\0${n}` : n);
+const unmark = (n: string): string => (n.startsWith('\0') ? n.slice(1) : n);
+
+/** A file over MAX_BYTES (also refused before reading it, by its size). */
+export function tooLarge(file: string, size: number): Problem {
+  return { file, line: 1, col: 1, path: '/', message: `the file is ${size} bytes`, expected: `at most ${MAX_BYTES} bytes`, hint: 'a description names files; it does not contain them' };
+}
+
 /** Parse description text into one root element, or return the problems that stop it. */
 export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; problems: Problem[] } {
   const at = (line: number, col: number, message: string, expected?: string, hint?: string): Problem => ({
     file, line, col, path: '/', message, expected, hint,
   });
   if (bytes.length === 0) return { problems: [at(1, 1, 'the file is empty', 'an XML document with a <vse> root element')] };
-  if (bytes.length > MAX_BYTES) {
-    return { problems: [at(1, 1, `the file is ${bytes.length} bytes`, `at most ${MAX_BYTES} bytes`, 'a description names files; it does not contain them')] };
-  }
+  if (bytes.length > MAX_BYTES) return { problems: [tooLarge(file, bytes.length)] };
   if (bytes.includes(0)) return { problems: [at(1, 1, 'the file contains NUL bytes (binary data)', 'UTF-8 XML text')] };
-  const text = bytes.toString('utf8');
-  if (text.includes('\uFFFD')) return { problems: [at(1, 1, 'the file is not valid UTF-8', 'UTF-8 XML text')] };
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return { problems: [at(1, 1, 'the file is not valid UTF-8', 'UTF-8 XML text')] };
+  }
   const starts = lineIndex(text);
   const dtd = /<!(DOCTYPE|ENTITY)/i.exec(text);
   if (dtd) {
@@ -85,7 +97,7 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
   const valid = XMLValidator.validate(text, { allowBooleanAttributes: false });
   if (valid !== true) {
     const e = valid.err;
-    return { problems: [at(e.line, e.col, `malformed XML: ${e.msg.replace(/\.$/, "")}`, 'well-formed XML')] };
+    return { problems: [at(Math.max(1, Number(e.line) || 1), Math.max(1, Number(e.col) || 1), `malformed XML: ${e.msg.replace(/\.$/, "")}`, 'well-formed XML')] };
   }
   const parser = new XMLParser({
     ignoreAttributes: false,
@@ -100,14 +112,28 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
     cdataPropName: '#cdata',
     parseTagValue: false,
     parseAttributeValue: false,
+    // names the parser refuses (__proto__, constructor, prototype) or renames (toString, ...):
+    // keep them, marked, so that they are reported as unknown names where they are
+    transformTagName: mark,
+    transformAttributeName: mark,
+    // the parser's own nesting limit (its time grows with the square of the depth) throws; caught below
+    maxNestedTags: 100,
     trimValues: false,
   });
-  const doc = parser.parse(text) as Ordered[];
+  let doc: Ordered[];
+  try {
+    doc = parser.parse(text) as Ordered[];
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/nested tags/i.test(msg)) return { problems: [at(1, 1, `elements nest deeper than ${MAX_DEPTH} levels`, `at most ${MAX_DEPTH} levels`)] };
+    return { problems: [at(1, 1, `malformed XML: ${msg}`, 'well-formed XML')] };
+  }
   const problems: Problem[] = [];
   const roots: XmlElement[] = [];
 
   const build = (node: Ordered, parentPath: string, depth: number): XmlElement | undefined => {
-    const name = Object.keys(node).find((k) => k !== ':@');
+    const key = Object.keys(node).find((k) => k !== ':@');
+    const name = key === undefined ? undefined : unmark(key);
     if (name === undefined || name === '#text' || name === '#comment') return undefined;
     const meta = (node as Record<string, unknown>)[META] as { startIndex?: number } | undefined;
     const pos = locate(starts, meta?.startIndex ?? 0);
@@ -119,14 +145,15 @@ export function parseXml(file: string, bytes: Buffer): { root?: XmlElement; prob
     const el: XmlElement = { name, path, ...pos, attrs: new Map(), children: [], text: '' };
     const rawAttrs = (node[':@'] ?? {}) as Record<string, unknown>;
     const tagText = text.slice(meta?.startIndex ?? 0, text.indexOf('>', meta?.startIndex ?? 0) + 1);
-    for (const [k, v] of Object.entries(rawAttrs)) {
+    for (const [mk, v] of Object.entries(rawAttrs)) {
+      const k = unmark(mk);
       const off = tagText.search(new RegExp(`\\s${k.replace(/[^\w-]/g, '\\$&')}\\s*=`));
       const apos = off >= 0 ? locate(starts, (meta?.startIndex ?? 0) + off + 1) : pos;
       const d = decodeEntities(String(v));
       if (d.bad) problems.push({ file, ...apos, path: `${path}/@${k}`, message: `unknown entity ${d.bad}`, expected: '&amp; &lt; &gt; &quot; &apos; or a character reference such as &#65;', hint: 'descriptions have no DTD, so no other entities exist' });
       el.attrs.set(k, { value: d.text, ...apos });
     }
-    for (const child of (node[name] ?? []) as Ordered[]) {
+    for (const child of (node[key as string] ?? []) as Ordered[]) {
       if ('#text' in child) {
         const d = decodeEntities(String(child['#text']));
         if (d.bad) problems.push({ file, ...pos, path, message: `unknown entity ${d.bad} in the text of <${name}>`, expected: '&amp; &lt; &gt; &quot; &apos; or a character reference such as &#65;', hint: 'or put the text in a <![CDATA[ ... ]]> section' });

@@ -1,7 +1,7 @@
 /** Description test fixtures: files in a temp dir, an admin directory, a site config. */
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { afterAll } from 'vitest';
+import { afterAll, onTestFinished } from 'vitest';
 import type { SiteConfig } from '../../lib/site/config.js';
 import { formatProblem } from '../../lib/descriptor/problem.js';
 import { resolveDescription } from '../../lib/descriptor/resolve.js';
@@ -25,7 +25,13 @@ export function fixture(siteExtra: Partial<SiteConfig> = {}): Fixture {
   const admin = join(dir, 'admin');
   mkdirSync(admin, { mode: 0o755 });
   chmodSync(admin, 0o755);
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+  // made inside a test: gone when it ends; at file level: when the file's tests end
+  try {
+    onTestFinished(cleanup);
+  } catch {
+    afterAll(cleanup);
+  }
   const site: SiteConfig = {
     stateDir: join(dir, 'state'), cacheDir: join(dir, 'cache'), logDir: join(dir, 'log'), qemuUser: 'nobody', kernelPackage: 'k', accel: 'tcg', bootTimeoutSec: 60,
     limits: { maxMemoryMiB: 4096, maxVcpus: 8, maxVmsPerNode: 16, maxDiskMiB: 65536, maxMemoryPerNodeMiB: 16384 },
