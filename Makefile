@@ -100,9 +100,11 @@ bench: build
 	node dist/bench/boot.js
 	node dist/bench/resolve.js
 
-# The JSON Schema of the resolved description model, generated from lib/descriptor/schema.ts.
+# Generated from lib/descriptor/schema-source.ts and checked in: the JSON Schema for users and
+# editors, and ajv's standalone validator (vse validate then neither loads nor compiles ajv).
 schema: build
-	node -e "import('./dist/lib/descriptor/schema.js').then((m) => process.stdout.write(JSON.stringify(m.descriptionSchema, null, 2) + '\\n'))" > config/schema/description.schema.json
+	node dist/lib/descriptor/schema-gen.js config/schema/description.schema.json lib/descriptor/schema-check.ts
+	node_modules/.bin/tsc -p tsconfig.build.json
 
 clean:
 	rm -rf dist build

@@ -1,17 +1,12 @@
 /** The CLI's commands: each parses its arguments, calls lib/, and prints the outcome. */
 import { resolve as resolvePath } from 'node:path';
-import { ensureMinimalGuest } from '../configure/minimal.js';
 import { explain, formatExplain } from '../descriptor/explain.js';
 import { MAX_BUNDLE_BYTES, type Resolution, makeBundle, resolveFile } from '../descriptor/resolve.js';
 import { formatSize } from '../util/size.js';
-import { cleanupJob } from '../deploy/cleanup.js';
-import { deploy } from '../deploy/deploy.js';
-import { formatTable, listVms } from '../deploy/status.js';
-import { checkIdent } from '../rm/context.js';
-import { localContext } from '../rm/local.js';
 import { loadSiteConfig } from '../site/config.js';
 import { UserError } from '../util/errors.js';
-import { createLogger } from '../util/log.js';
+// create, run, status and cleanup need execa, tmp and the deploy code: loaded when used, so that
+// validate and resolve start fast
 
 const out = (s: string): boolean => process.stdout.write(`${s}\n`);
 
@@ -50,12 +45,15 @@ export function cmdResolve(file: string, json: boolean, why: boolean): void {
 export async function cmdCreate(file: string, json: boolean, verbose: boolean): Promise<void> {
   const site = loadSiteConfig();
   resolveFile(file, site); // the minimal base is the one built here so far: the description selects it
+  const { createLogger } = await import('../util/log.js');
+  const { ensureMinimalGuest } = await import('../configure/minimal.js');
   const log = createLogger({ tag: 'vse create', verbose });
   const c = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log });
   out(json ? JSON.stringify(c) : `${c.key} ${c.dir}`);
 }
 
-export function cmdStatus(job: string | undefined, node: string | undefined, json: boolean): void {
+export async function cmdStatus(job: string | undefined, node: string | undefined, json: boolean): Promise<void> {
+  const { formatTable, listVms } = await import('../deploy/status.js');
   const vms = listVms(loadSiteConfig().stateDir, { job, node });
   if (json) out(JSON.stringify(vms));
   else out(vms.length === 0 ? 'no VMs' : formatTable(vms));
@@ -63,6 +61,10 @@ export function cmdStatus(job: string | undefined, node: string | undefined, jso
 
 export async function cmdCleanup(job: string, node: string | undefined, json: boolean): Promise<void> {
   const site = loadSiteConfig();
+  const { createLogger } = await import('../util/log.js');
+  const { listVms } = await import('../deploy/status.js');
+  const { cleanupJob } = await import('../deploy/cleanup.js');
+  const { checkIdent } = await import('../rm/context.js');
   const log = createLogger({ tag: 'vse cleanup', verbose: !json });
   const nodes = node !== undefined ? [node] : [...new Set(listVms(site.stateDir, { job }).map((v) => v.node))];
   if (node === undefined) {
@@ -84,6 +86,11 @@ export async function cmdRun(file: string, verbose: boolean): Promise<void> {
   const r = resolveFile(file, site);
   warn(r);
   const d = r.description;
+  const { createLogger } = await import('../util/log.js');
+  const { localContext } = await import('../rm/local.js');
+  const { cleanupJob } = await import('../deploy/cleanup.js');
+  const { deploy } = await import('../deploy/deploy.js');
+  const { formatTable, listVms } = await import('../deploy/status.js');
   const ctx = localContext(JSON.stringify(makeBundle(r)), resolvePath(file));
   const log = createLogger({ tag: 'vse', verbose, file: `${site.logDir}/vse.log` });
   const say = (s: string): boolean => process.stderr.write(`${s}\n`);

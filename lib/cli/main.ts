@@ -1,12 +1,38 @@
 #!/usr/bin/env node
 /** The `vse` command line. */
-import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
+import { parseArgs } from 'node:util';
 import { describeFailure } from '../util/errors.js';
 import { cmdCleanup, cmdCreate, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
 
+/**
+ * `vse validate` runs at every submission (the SPANK plugin) and must start fast: a plain call of it
+ * or of `resolve` skips loading yargs. Anything else (help, mistakes, other commands) goes to yargs.
+ */
+function fastPath(argv: string[]): (() => void) | undefined {
+  const [cmd, ...rest] = argv;
+  if ((cmd !== 'validate' && cmd !== 'resolve') || rest.some((a) => a === '--help' || a === '-h')) return undefined;
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest, allowPositionals: true, strict: true,
+      options: cmd === 'validate' ? { emit: { type: 'boolean' } } : { json: { type: 'boolean' }, explain: { type: 'boolean' } },
+    });
+    const [file] = positionals;
+    if (positionals.length !== 1 || file === undefined) return undefined;
+    const v = values as Record<string, boolean | undefined>;
+    return cmd === 'validate' ? () => cmdValidate(file, v.emit === true) : () => cmdResolve(file, v.json === true, v.explain === true);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   try {
+    const fast = fastPath(argv);
+    if (fast) {
+      fast();
+      return 0;
+    }
+    const { default: yargs } = await import('yargs');
     await yargs(argv)
       .scriptName('vse')
       .usage('$0 <command> [options]\n\nVirtualized system environments: boot a job\'s described system as VMs.')
@@ -25,7 +51,7 @@ export async function main(argv: string[]): Promise<number> {
       async (a) => cmdRun(a.file, !a.quiet))
       .command('status', 'list the VMs on this host', (y) =>
         y.option('job', { type: 'string' }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
-      (a) => cmdStatus(a.job, a.node, a.json))
+      async (a) => cmdStatus(a.job, a.node, a.json))
       .command('cleanup', 'stop and remove everything of a job on this host', (y) =>
         y.option('job', { type: 'string', demandOption: true }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
       async (a) => cmdCleanup(a.job, a.node, a.json))
@@ -51,4 +77,4 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 const isMain = process.argv[1] !== undefined && import.meta.url === (await import('node:url')).pathToFileURL(process.argv[1]).href;
-if (isMain) process.exitCode = await main(hideBin(process.argv));
+if (isMain) process.exitCode = await main(process.argv.slice(2));
