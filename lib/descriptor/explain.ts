@@ -25,7 +25,7 @@ export function explain(root: Node): ExplainEntry[] {
     const base = spec?.container ? `${parentPath}/${spec.container}` : parentPath;
     const at = (el: string, key: string): string => `${base}/${el}[${key.startsWith('#') ? key.slice(1) : key}]`;
     for (const [key, item] of l.items) node(item, at(item.el, key));
-    for (const [key, o] of l.removed) out.push({ path: at(spec?.items.length === 1 ? (spec.items[0] as string) : 'item', key), value: null, set: o, overrode: [], removed: true });
+    for (const [key, o] of l.removed) out.push({ path: at(o.el, key), value: null, set: o, overrode: [], removed: true });
   };
   node(root, '/vse');
   return out;

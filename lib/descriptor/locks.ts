@@ -149,12 +149,21 @@ function newestChange(n: Node | List, after: number, what: true | string[]): Ori
   return best;
 }
 
+/** Who made a locked element disappear: its removal, else the nearest replacing ancestor. */
 function removalOf(root: Node, steps: Step[], after: number): Origin | undefined {
   const last = steps.at(-1);
-  if (!last || !('key' in last)) return undefined;
-  const list = resolveSteps(root, [...steps.slice(0, -1), { slot: last.slot }]) as List | Node | undefined;
-  const o = list && 'items' in list ? list.removed.get(last.key) : undefined;
-  return o && o.layer > after ? o : undefined;
+  if (last && 'key' in last) {
+    const list = resolveSteps(root, [...steps.slice(0, -1), { slot: last.slot }]);
+    const o = list && 'items' in list ? (list as List).removed.get(last.key) : undefined;
+    if (o && o.layer > after) return o;
+    if (list?.origin && list.origin.layer > after) return list.origin; // the list was replaced
+  }
+  for (let n = steps.length - 1; n >= 0; n--) {
+    const anc = resolveSteps(root, steps.slice(0, n));
+    const o = anc?.origin;
+    if (o && o.layer > after) return o;
+  }
+  return undefined;
 }
 
 /** A host path as the kernel will see it: absolute (relative to its file), symlinks resolved. */

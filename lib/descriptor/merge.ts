@@ -4,7 +4,7 @@
  * ordered lists keep inherited order (`before`/`after` move an item).
  */
 import type { Problem } from './problem.js';
-import { type List, type Node, type Origin, type Value, emptyList } from './tree.js';
+import { type List, type Node, type Origin, type Removal, type Value, emptyList } from './tree.js';
 import { VOCABULARY } from './vocabulary.js';
 
 export interface MergeNote {
@@ -38,6 +38,12 @@ function override(base: Value | undefined, next: Value): Value {
   return { ...next, overrode: [{ raw: base.raw, origin: base.origin }, ...base.overrode] };
 }
 
+/** Element path of a list's items' parent: the container (`/vse/boot`) or the element itself (`/vse` for rte). */
+function listPath(parentEl: string, path: string, slot: string): string {
+  const c = VOCABULARY[parentEl]?.lists?.[slot]?.container;
+  return c ? `${path}/${c}` : path;
+}
+
 const where = (o: Origin): string => `${o.file}:${o.line}:${o.col}`;
 
 /** Apply one layer's node onto the merged node so far. */
@@ -47,7 +53,7 @@ export function mergeNode(base: Node | undefined, layer: Node, path: string, not
     const fresh: Node = { el: layer.el, origin: layer.origin, attrs: new Map(), text: layer.text ? cloneValue(layer.text) : undefined, singles: new Map(), lists: new Map(), directives: {} };
     for (const [k, v] of layer.attrs) fresh.attrs.set(k, override(base?.attrs.get(k), v));
     for (const [name, child] of layer.singles) fresh.singles.set(name, mergeNode(undefined, child, `${path}/${name}`, note));
-    for (const [slot, l] of layer.lists) fresh.lists.set(slot, mergeList(undefined, l, layer.el, `${path}/${slot}`, note));
+    for (const [slot, l] of layer.lists) fresh.lists.set(slot, mergeList(undefined, l, layer.el, listPath(layer.el, path, slot), note));
     return fresh;
   }
   const out = cloneNode(base);
@@ -55,12 +61,12 @@ export function mergeNode(base: Node | undefined, layer: Node, path: string, not
   for (const [k, v] of layer.attrs) out.attrs.set(k, override(out.attrs.get(k), v));
   if (layer.text) out.text = override(out.text, layer.text);
   for (const [name, child] of layer.singles) out.singles.set(name, mergeNode(out.singles.get(name), child, `${path}/${name}`, note));
-  for (const [slot, l] of layer.lists) out.lists.set(slot, mergeList(out.lists.get(slot), l, out.el, `${path}/${slot}`, note));
+  for (const [slot, l] of layer.lists) out.lists.set(slot, mergeList(out.lists.get(slot), l, out.el, listPath(out.el, path, slot), note));
   return out;
 }
 
-function nothingToRemove(o: Origin, path: string, key: string): Problem {
-  return { file: o.file, line: o.line, col: o.col, path: `${path}[${key}]`, message: `nothing named "${key}" to remove`, expected: 'an item inherited from a base description', hint: 'check the spelling, or drop the element' };
+function nothingToRemove(o: Removal, listPath: string, key: string): Problem {
+  return { file: o.file, line: o.line, col: o.col, path: `${listPath}/${o.el}[${key}]`, message: `nothing named "${key}" to remove`, expected: 'an item inherited from a base description', hint: 'check the spelling, or drop the element' };
 }
 
 function mergeList(base: List | undefined, layer: List, parentEl: string, path: string, note: MergeNote): List {
@@ -73,7 +79,7 @@ function mergeList(base: List | undefined, layer: List, parentEl: string, path: 
   // before/after place items among its own
   const fresh = !base || layer.directives.replace === true;
   const entries = fresh ? [] : [...base.items].map(([k, v]) => [k, cloneNode(v)] as [string, Node]);
-  const removed = fresh ? new Map<string, Origin>() : new Map(base.removed);
+  const removed = fresh ? new Map<string, Removal>() : new Map(base.removed);
   for (const [key, o] of layer.removed) {
     const i = entries.findIndex(([k]) => k === key);
     if (i < 0) note.problems.push(nothingToRemove(o, path, key));

@@ -27,6 +27,9 @@ export interface Value {
   overrode: { raw: string; origin: Origin }[];
 }
 
+/** Where an item was removed (`action="remove"`), and by which element. */
+export type Removal = Origin & { el: string };
+
 export interface Directives {
   action?: 'remove';
   replace?: boolean;
@@ -41,8 +44,8 @@ export interface List {
   items: Map<string, Node>;
   origin?: Origin;
   directives: Directives;
-  /** Keys removed by a layer, and where. */
-  removed: Map<string, Origin>;
+  /** Keys removed by a layer, where, and the element that removed them. */
+  removed: Map<string, Removal>;
 }
 
 export interface Node {
@@ -268,7 +271,7 @@ export function buildLayer(root: XmlElement, o: LayerOptions): { node?: Node; ex
         problem(item, itemPath, `${list.key} "${key}" appears twice in this file`, `each ${list.key} once per layer`, 'merge the two elements into one');
         return;
       }
-      if (node.directives.action === 'remove') target.removed.set(key, origin(item));
+      if (node.directives.action === 'remove') target.removed.set(key, { ...origin(item), el: item.name });
       else target.items.set(key, node);
     });
   };

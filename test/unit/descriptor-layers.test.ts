@@ -98,7 +98,7 @@ describe('extends', () => {
   });
   it('says when there is nothing to remove', () => {
     f.write({ 'rm.xml': '<vse name="r" extends="vendor"><os><packages><package name="emacs" action="remove"/></packages></os></vse>' });
-    expect(problems('rm.xml')).toEqual(['rm.xml:1:46: /vse/os/packages[emacs]: nothing named "emacs" to remove; expected an item inherited from a base description; hint: check the spelling, or drop the element']);
+    expect(problems('rm.xml')).toEqual(['rm.xml:1:46: /vse/os/packages/package[emacs]: nothing named "emacs" to remove; expected an item inherited from a base description; hint: check the spelling, or drop the element']);
   });
 });
 
@@ -133,6 +133,8 @@ describe('admin locks: no way around them', () => {
   it('points at the user\'s replace="true", not at the admin file', () => {
     f.write({ 'repl.xml': '<vse name="x" extends="site">\n<vm replace="true" memory="512M"/>\n</vse>' });
     expect(problems('repl.xml')[0]).toMatch(/^repl\.xml:2:1: \/vse\/vm\/@hypervisor: attribute hypervisor locked/);
+    f.write({ 'repl2.xml': '<vse name="x" extends="site">\n<files replace="true"><write path="/a">x</write></files>\n</vse>' });
+    expect(problems('repl2.xml')[0]).toMatch(/^repl2\.xml:2:1: \/vse\/files\/write\[\/etc\/vse-site\]: locked by the site administrator .*; it cannot be removed or replaced/);
   });
 
   it('overriding through a deeper extends chain of the user\'s own files fails the same way', () => {
