@@ -42,14 +42,88 @@ export function cmdResolve(file: string, json: boolean, why: boolean): void {
   out(json ? JSON.stringify(r.description) : JSON.stringify(r.description, null, 2));
 }
 
+/** `vse create`: build or reuse the description's configuration; print its key and directory. */
 export async function cmdCreate(file: string, json: boolean, verbose: boolean): Promise<void> {
   const site = loadSiteConfig();
-  resolveFile(file, site); // the minimal base is the one built here so far: the description selects it
+  const r = resolveFile(file, site);
+  warn(r);
   const { createLogger } = await import('../util/log.js');
-  const { ensureMinimalGuest } = await import('../configure/minimal.js');
-  const log = createLogger({ tag: 'vse create', verbose });
-  const c = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log });
+  const { ensureConfiguration } = await import('../configure/create.js');
+  const { builderFor } = await import('../configure/stage.js');
+  const { userInfo } = await import('node:os');
+  const u = userInfo();
+  const log = createLogger({ tag: 'vse create', verbose: false });
+  const tty = process.stderr.isTTY && !json;
+  const started = Date.now();
+  const progress = (line: string): void => {
+    if (verbose || tty) process.stderr.write(`vse create: [${((Date.now() - started) / 1000).toFixed(1)}s] ${line}\n`);
+  };
+  const c = await ensureConfiguration(r.description, { site, log, builder: builderFor(u.uid, u.gid, u.username), progress });
   out(json ? JSON.stringify(c) : `${c.key} ${c.dir}`);
+}
+
+/** `vse images`: the configurations in the cache. */
+export async function cmdImages(json: boolean): Promise<void> {
+  const { listConfigurations } = await import('../configure/store.js');
+  const list = listConfigurations(loadSiteConfig().cacheDir);
+  if (json) {
+    out(JSON.stringify(list));
+    return;
+  }
+  if (list.length === 0) {
+    out('no configurations');
+    return;
+  }
+  const rows = [['KEY', 'BASE', 'PARENT', 'DESCRIPTION', 'SIZE', 'BUILT', 'LAST USED'], ...list.map((c) => [
+    c.key, c.base, c.parent ?? '-', c.description ?? '-', formatSize(Math.max(1, Math.round(c.bytes / 1048576))), c.builtAt.slice(0, 19), c.lastUsed.slice(0, 19),
+  ])];
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  out(rows.map((r) => r.map((x, i) => x.padEnd(w[i] ?? 0)).join('  ').trimEnd()).join('\n'));
+}
+
+/** Keys of configurations that jobs on this host use right now (and their bases). */
+async function keysInUse(stateDir: string, cacheDir: string): Promise<Set<string>> {
+  const { listJobDirs, readRecord } = await import('../deploy/state.js');
+  const { listConfigurations } = await import('../configure/store.js');
+  const used = new Set<string>();
+  for (const d of listJobDirs(stateDir)) {
+    const k = readRecord(d)?.configuration?.key;
+    if (k) used.add(k);
+  }
+  const parents = new Map(listConfigurations(cacheDir).map((c) => [c.key, c.parent]));
+  for (const k of [...used]) for (let p = parents.get(k); p; p = parents.get(p)) used.add(p);
+  return used;
+}
+
+/** `vse destroy KEY|FILE`: remove a configuration (by key, or the one a description yields). */
+export async function cmdDestroy(what: string): Promise<void> {
+  const site = loadSiteConfig();
+  const { destroyConfiguration, listConfigurations } = await import('../configure/store.js');
+  let key = what;
+  if (!/^[0-9a-f]{24}$/.test(what)) {
+    const r = resolveFile(what, site);
+    const { ensureConfiguration } = await import('../configure/create.js');
+    const { builderFor } = await import('../configure/stage.js');
+    const { createLogger } = await import('../util/log.js');
+    const { userInfo } = await import('node:os');
+    const u = userInfo();
+    const known = new Set(listConfigurations(site.cacheDir).map((c) => c.key));
+    // the key needs the inputs hashed, not a build: only look, never build here
+    const c = await ensureConfiguration(r.description, { site, log: createLogger({ tag: 'vse destroy', verbose: false }), builder: builderFor(u.uid, u.gid, u.username), lookOnly: true });
+    if (!known.has(c.key)) throw new UserError(`${what}: its configuration ${c.key} is not in the cache`);
+    key = c.key;
+  }
+  destroyConfiguration(site.cacheDir, key, await keysInUse(site.stateDir, site.cacheDir));
+  process.stderr.write(`vse destroy: removed ${key}\n`);
+}
+
+/** `vse gc`: remove configurations no running job uses, older than --older-than days (or all), and leftovers of crashed builds. */
+export async function cmdGc(olderThanDays: number, dryRun: boolean, json: boolean): Promise<void> {
+  const site = loadSiteConfig();
+  const { gcConfigurations } = await import('../configure/store.js');
+  const r = gcConfigurations(site.cacheDir, await keysInUse(site.stateDir, site.cacheDir), olderThanDays * 86_400_000, dryRun);
+  if (json) out(JSON.stringify(r));
+  else process.stderr.write(`vse gc: ${dryRun ? 'would remove' : 'removed'} ${r.removed.length} configuration(s)${r.removed.length ? `: ${r.removed.join(' ')}` : ''}; kept ${r.kept.length}; ${r.leftovers} leftover(s) of crashed builds\n`);
 }
 
 export async function cmdStatus(job: string | undefined, node: string | undefined, json: boolean): Promise<void> {

@@ -2,7 +2,7 @@
 /** The `vse` command line. */
 import { parseArgs } from 'node:util';
 import { describeFailure } from '../util/errors.js';
-import { cmdCleanup, cmdCreate, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
+import { cmdCleanup, cmdCreate, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
 
 /**
  * `vse validate` runs at every submission (the SPANK plugin) and must start fast: a plain call of it
@@ -44,8 +44,16 @@ export async function main(argv: string[]): Promise<number> {
           .option('explain', { type: 'boolean', default: false, describe: 'show which layer (file:line) set each value, and what it overrode' }),
       (a) => cmdResolve(a.file, a.json, a.explain))
       .command('create <file>', 'build (or reuse) the guest configuration; print its key and path', (y) =>
-        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }),
-      async (a) => cmdCreate(a.file, a.json, !a.json))
+        y.positional('file', { type: 'string', demandOption: true }).option('json', { type: 'boolean', default: false }).option('verbose', { alias: 'v', type: 'boolean', default: false }),
+      async (a) => cmdCreate(a.file, a.json, a.verbose))
+      .command('images', 'list the configurations in the cache', (y) => y.option('json', { type: 'boolean', default: false }),
+        async (a) => cmdImages(a.json))
+      .command('destroy <what>', 'remove a configuration: by key, or the one a description yields', (y) =>
+        y.positional('what', { type: 'string', demandOption: true, describe: 'a configuration key or a description file' }),
+      async (a) => cmdDestroy(a.what))
+      .command('gc', 'remove configurations no job uses and leftovers of crashed builds', (y) =>
+        y.option('older-than', { type: 'number', default: 30, describe: 'days since last use' }).option('dry-run', { type: 'boolean', default: false }).option('json', { type: 'boolean', default: false }),
+      async (a) => cmdGc(a.olderThan, a.dryRun, a.json))
       .command('run <file>', 'boot the description\'s VMs on this machine, show them, remove them', (y) =>
         y.positional('file', { type: 'string', demandOption: true }).option('quiet', { alias: 'q', type: 'boolean', default: false }),
       async (a) => cmdRun(a.file, !a.quiet))

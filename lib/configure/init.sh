@@ -22,6 +22,12 @@ while [ -z "$port" ] && [ "$i" -lt 500 ]; do
   done
   [ -n "$port" ] || { usleep 10000; i=$((i + 1)); }
 done
+# the image's own start-up scripts (files and build steps of the description put them there)
+for script in /etc/vse/boot.d/*.sh; do
+  [ -r "$script" ] || continue
+  echo "vse-guest: running $script" >/dev/console
+  sh "$script" >/dev/console 2>&1 </dev/null
+done
 echo "vse-guest: ready $name" >/dev/console
 if [ -n "$port" ]; then
   echo "VSE-READY $name" >"$port"

@@ -41,7 +41,8 @@ function initScript(): string {
   return readFileSync(join(packageRoot, 'lib', 'configure', 'init.sh'), 'utf8');
 }
 
-function configurationAt(dir: string, key: string): Configuration {
+function configurationAt(dir: string, key: string, lookOnly = false): Configuration {
+  if (lookOnly && !existsSync(join(dir, 'manifest.json'))) return { key, dir, kernel: '', initrd: '', disk: '', cmdline: BASE_CMDLINE, kernelPackage: '' };
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { kernelPackage: string; cmdline: string };
   return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), disk: join(dir, 'disk.qcow2'), cmdline: manifest.cmdline, kernelPackage: manifest.kernelPackage };
 }
@@ -70,7 +71,7 @@ function moduleOrder(modDir: string, wanted: string[]): string[] {
 }
 
 /** Build (or reuse) the minimal guest configuration in the cache; safe to race with other builders. */
-export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage: string; log: Logger }): Promise<Configuration> {
+export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage: string; log: Logger; lookOnly?: boolean }): Promise<Configuration> {
   const { cacheDir, log } = opts;
   if (!existsSync(BUSYBOX)) throw new HostError(`${BUSYBOX} is missing; hint: apt-get install busybox-static`);
   const kernel = await fetchKernel(opts.kernelPackage, cacheDir, log);
@@ -79,7 +80,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
   const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), modules: GUEST_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
   const configsDir = join(cacheDir, 'configs');
   const dir = join(configsDir, key);
-  if (existsSync(join(dir, 'manifest.json'))) return configurationAt(dir, key);
+  if (existsSync(join(dir, 'manifest.json')) || opts.lookOnly) return configurationAt(dir, key, opts.lookOnly);
 
   mkdirSync(configsDir, { recursive: true, mode: 0o755 });
   const started = Date.now();

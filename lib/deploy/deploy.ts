@@ -1,7 +1,8 @@
 /** Deploy: boot a configuration's VMs on this node for one job, wait until each answers, record all. */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ensureMinimalGuest } from '../configure/minimal.js';
+import { ensureConfiguration } from '../configure/create.js';
+import { builderFor } from '../configure/stage.js';
 import type { Description } from '../descriptor/model.js';
 import type { JobContext } from '../rm/context.js';
 import type { SiteConfig } from '../site/config.js';
@@ -65,7 +66,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
   let writes = Promise.resolve();
   const save = (): Promise<void> => (writes = writes.then(() => writeRecord(rec)));
   try {
-    const config = await ensureMinimalGuest({ cacheDir: site.cacheDir, kernelPackage: site.kernelPackage, log });
+    const config = await ensureConfiguration(d, { site, log, builder: builderFor(ctx.uid, ctx.gid, ctx.user) });
     rec.configuration = { key: config.key, dir: config.dir, kernelPackage: config.kernelPackage };
     const accel = await chooseAccel(site.accel, config.kernel, site.stateDir, log);
     rec.accel = accel.accel;
@@ -86,7 +87,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       const started = Date.now();
       await run([QEMU, ...qemuArgs({
         name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
-        cmdline: [config.cmdline, ...d.boot.map((b) => (b.value === undefined ? b.name : `${b.name}=${b.value}`)), `vse.hostname=${vm.name}`].join(' '), overlay: vm.overlay, qmpSocket: vm.qmpSocket,
+        cmdline: `${config.cmdline} vse.hostname=${vm.name}`, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
         channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
         runAs: asRoot ? site.qemuUser : undefined, sandbox: true,
       })], { log, timeoutMs: 60_000 });

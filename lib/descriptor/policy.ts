@@ -8,6 +8,29 @@ import type { Description } from './model.js';
 /** OS bases the configuration tools of this version can build. */
 export const BUILDABLE_BASES: string[] = ['minimal'];
 
+/** What this version's configuration tools cannot build (checked at submission and on the node, not by the language). */
+export function capabilityViolations(d: Description): PolicyViolation[] {
+  const out: PolicyViolation[] = [];
+  if (!BUILDABLE_BASES.includes(d.os.base)) {
+    out.push({ pointer: '/os/base', message: `this version of vse cannot build the ${d.os.base} base yet`, expected: `one of ${BUILDABLE_BASES.join(', ')}`, hint: 'extend "minimal" for now' });
+  } else if (d.os.base === 'minimal') {
+    // the busybox guest runs from memory and has no package manager or service manager
+    const needs = (pointer: string, what: string): void => {
+      out.push({ pointer, message: `${what} needs a Debian base`, expected: 'no packages, services or online steps on the minimal base', hint: 'the minimal guest is busybox in memory; use os base="debian" for packages' });
+    };
+    if (d.os.packages.length > 0) needs('/os/packages/0', 'installing or removing packages');
+    if (d.os.services.length > 0) needs('/os/services/0', 'enabling or disabling services');
+    d.rtes.forEach((r, i) => {
+      if (r.packages.length > 0) needs(`/rtes/${i}/packages/0`, `runtime environment "${r.name}" with packages`);
+    });
+    d.build.forEach((s, i) => {
+      if (s.mode === 'online') needs(`/build/${i}/mode`, `online build step "${s.name}"`);
+    });
+  }
+
+  return out;
+}
+
 export interface PolicyViolation {
   pointer: string;
   message: string;
@@ -52,10 +75,6 @@ export function policyViolations(d: Description, site: SiteConfig, opts: PolicyO
   }
   if (d.vm.hypervisor !== 'any' && !site.allowedHypervisors.includes(d.vm.hypervisor)) {
     out.push({ pointer: '/vm/hypervisor', message: `hypervisor ${d.vm.hypervisor} is not allowed here`, expected: `one of ${[...site.allowedHypervisors, 'any'].join(', ')}`, hint: by });
-  }
-
-  if (!BUILDABLE_BASES.includes(d.os.base)) {
-    out.push({ pointer: '/os/base', message: `this version of vse cannot build the ${d.os.base} base yet`, expected: `one of ${BUILDABLE_BASES.join(', ')}`, hint: 'extend "minimal" for now' });
   }
 
   const allow = site.allowedHostPaths.map((e) => ({ ...e, real: real(e.path).path }));

@@ -11,7 +11,7 @@ import { type Bundle, type ChainLayer, loadChain } from './layers.js';
 import { LockBook } from './locks.js';
 import { mergeLayers } from './merge.js';
 import { type Description, type Locations, toModel } from './model.js';
-import { policyViolations } from './policy.js';
+import { capabilityViolations, policyViolations } from './policy.js';
 import { DescriptionError, type Problem } from './problem.js';
 import { schemaErrors } from './schema.js';
 import { type Node, buildLayer } from './tree.js';
@@ -31,6 +31,8 @@ export interface ResolveOptions {
   bundle?: Bundle;
   /** Check that host files to import are readable by the caller (at submission). */
   checkReadable?: boolean;
+  /** Also check that this version can build it (submission and node; the language alone does not). */
+  buildable?: boolean;
 }
 
 function locate(locations: Locations, pointer: string): { file: string; line: number; col: number; path: string } {
@@ -86,7 +88,8 @@ export function resolveDescription(file: string, site: SiteConfig, opts: Resolve
     problems.push({ ...at, message: e.pointer === '/os/base' ? 'no OS base' : e.message, expected: e.expected, hint: e.pointer === '/os/base' ? 'set <os base="minimal"/> (or debian), or extend a base description' : undefined });
   }
   if (problems.length > 0) return out;
-  for (const v of policyViolations(model, site, { checkReadable: opts.checkReadable ?? false })) {
+  const violations = [...policyViolations(model, site, { checkReadable: opts.checkReadable ?? false }), ...(opts.buildable ? capabilityViolations(model) : [])];
+  for (const v of violations) {
     problems.push({ ...locate(locations, v.pointer), message: v.message, expected: v.expected, hint: v.hint });
   }
   if (problems.length === 0) out.description = model;
@@ -95,7 +98,7 @@ export function resolveDescription(file: string, site: SiteConfig, opts: Resolve
 
 /** Resolve a file at submission, as the user; throws DescriptionError listing every problem. */
 export function resolveFile(file: string, site: SiteConfig): Resolution & { description: Description } {
-  const r = resolveDescription(file, site, { checkReadable: true });
+  const r = resolveDescription(file, site, { checkReadable: true, buildable: true });
   if (!r.description) throw new DescriptionError(r.problems, r.warnings);
   return r as Resolution & { description: Description };
 }
@@ -110,7 +113,7 @@ export function makeBundle(r: Resolution): Bundle {
 export const MAX_BUNDLE_BYTES = 120 * 1024;
 
 /** The prolog's side: resolve the job's bundle against this node's admin layers and policy. */
-export function resolveBundle(json: string, origin: string, site: SiteConfig): Description {
+export function resolveBundle(json: string, origin: string, site: SiteConfig, buildable = true): Description {
   let bundle: Bundle;
   try {
     bundle = JSON.parse(json) as Bundle;
@@ -118,7 +121,7 @@ export function resolveBundle(json: string, origin: string, site: SiteConfig): D
   } catch (err) {
     throw new UserError(`${origin}: the job's description cannot be read: ${(err as Error).message}`);
   }
-  const r = resolveDescription(bundle.file, site, { bundle });
+  const r = resolveDescription(bundle.file, site, { bundle, buildable });
   if (!r.description) throw new DescriptionError(r.problems, r.warnings);
   return r.description;
 }

@@ -213,13 +213,13 @@ describe('the job\'s copy (bundle) checked again on the node', () => {
     const r = resolve('user/user.xml');
     const b = makeBundle(r);
     expect(b.layers.map((l) => l.path.split(`${f.dir}/`)[1])).toEqual(['project/project.xml', 'user/user.xml']);
-    expect(resolveBundle(JSON.stringify(b), 'job', allowScratch)).toEqual(r.description);
+    expect(resolveBundle(JSON.stringify(b), 'job', allowScratch, false)).toEqual(r.description);
   });
   it('is fixed at submission: a later edit of the file changes nothing', () => {
     f.write({ 'edit.xml': '<vse name="e" extends="site"><vm memory="512M"/></vse>' });
     const b = JSON.stringify(makeBundle(resolve('edit.xml')));
     f.write({ 'edit.xml': '<vse name="e" extends="site"><vm memory="2G"/></vse>' });
-    expect(resolveBundle(b, 'job', allowScratch).vm.memoryMiB).toBe(512);
+    expect(resolveBundle(b, 'job', allowScratch, false).vm.memoryMiB).toBe(512);
   });
   it('enforces this node\'s admin locks even on a forged copy', () => {
     f.write({ 'forge.xml': '<vse name="e" extends="site"/>' });

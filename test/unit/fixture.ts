@@ -16,7 +16,7 @@ export interface Fixture {
   link(path: string, target: string): void;
   path(rel: string): string;
   /** Resolve a file; the formatted problems (paths relative to the fixture dir) and the model. */
-  check(rel: string): { problems: string[]; description: ReturnType<typeof resolveDescription>['description']; warnings: string[] };
+  check(rel: string, buildable?: boolean): { problems: string[]; description: ReturnType<typeof resolveDescription>['description']; warnings: string[] };
 }
 
 export function fixture(siteExtra: Partial<SiteConfig> = {}): Fixture {
@@ -54,8 +54,8 @@ export function fixture(siteExtra: Partial<SiteConfig> = {}): Fixture {
       symlinkSync(target, join(dir, p));
     },
     path: (p) => join(dir, p),
-    check(p) {
-      const r = resolveDescription(join(dir, p), site, { checkReadable: true });
+    check(p, buildable = false) {
+      const r = resolveDescription(join(dir, p), site, { checkReadable: true, buildable });
       return { problems: r.problems.map((x) => rel(formatProblem(x))), description: r.description, warnings: r.warnings.map(rel) };
     },
   };
