@@ -10,7 +10,7 @@ TEST_PREFIX ?= /tmp/vse-prefix
 VITEST := node_modules/.bin/vitest
 
 # Debian packages the project drives (see docs/admin.md).
-DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio \
+DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
