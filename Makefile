@@ -99,6 +99,7 @@ demo: setup build
 bench: build
 	node dist/bench/boot.js
 	node dist/bench/resolve.js
+	node dist/bench/create.js
 
 # Generated from lib/descriptor/schema-source.ts and checked in: the JSON Schema for users and
 # editors, and ajv's standalone validator (vse validate then neither loads nor compiles ajv).

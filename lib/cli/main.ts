@@ -5,20 +5,22 @@ import { describeFailure } from '../util/errors.js';
 import { cmdCleanup, cmdCreate, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
 
 /**
- * `vse validate` runs at every submission (the SPANK plugin) and must start fast: a plain call of it
- * or of `resolve` skips loading yargs. Anything else (help, mistakes, other commands) goes to yargs.
+ * `vse validate` runs at every submission (the SPANK plugin) and `vse create` in every prolog: plain
+ * calls of them (and of `resolve`) skip loading yargs. Anything else (help, mistakes, other
+ * commands) goes to yargs.
  */
-function fastPath(argv: string[]): (() => void) | undefined {
+function fastPath(argv: string[]): (() => void | Promise<void>) | undefined {
   const [cmd, ...rest] = argv;
-  if ((cmd !== 'validate' && cmd !== 'resolve') || rest.some((a) => a === '--help' || a === '-h')) return undefined;
+  if ((cmd !== 'validate' && cmd !== 'resolve' && cmd !== 'create') || rest.some((a) => a === '--help' || a === '-h')) return undefined;
   try {
     const { values, positionals } = parseArgs({
       args: rest, allowPositionals: true, strict: true,
-      options: cmd === 'validate' ? { emit: { type: 'boolean' } } : { json: { type: 'boolean' }, explain: { type: 'boolean' } },
+      options: cmd === 'validate' ? { emit: { type: 'boolean' } } : cmd === 'create' ? { json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } } : { json: { type: 'boolean' }, explain: { type: 'boolean' } },
     });
     const [file] = positionals;
     if (positionals.length !== 1 || file === undefined) return undefined;
     const v = values as Record<string, boolean | undefined>;
+    if (cmd === 'create') return () => cmdCreate(file, v.json === true, v.verbose === true);
     return cmd === 'validate' ? () => cmdValidate(file, v.emit === true) : () => cmdResolve(file, v.json === true, v.explain === true);
   } catch {
     return undefined;
@@ -29,7 +31,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const fast = fastPath(argv);
     if (fast) {
-      fast();
+      await fast();
       return 0;
     }
     const { default: yargs } = await import('yargs');

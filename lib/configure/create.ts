@@ -6,7 +6,6 @@
 import { copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import tmp from 'tmp';
 import type { Description } from '../descriptor/model.js';
 import type { SiteConfig } from '../site/config.js';
 import { HostError } from '../util/errors.js';
@@ -73,6 +72,7 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
     return await buildOnce(o.site.cacheDir, key, o.log, async () => {
       const started = Date.now();
       say(`building ${key} on ${base.key}: ${d.files.length} file operation(s), ${d.build.length} build step(s)`);
+      const { default: tmp } = await import('tmp');
       const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
       try {
         // the image tree lives where the builder can work on it (the build steps run as that user)

@@ -2,7 +2,6 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
-import tmp from 'tmp';
 import { packageRoot } from '../site/paths.js';
 import { HostError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -85,6 +84,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
   mkdirSync(configsDir, { recursive: true, mode: 0o755 });
   const started = Date.now();
   log.info(`building the minimal guest ${key} from ${kernel.name}`);
+  const { default: tmp } = await import('tmp');
   const work = tmp.dirSync({ tmpdir: configsDir, prefix: `.build-${key}-`, unsafeCleanup: true });
   try {
     const unpacked = join(work.name, 'pkg');

@@ -7,7 +7,6 @@ import { createHash } from 'node:crypto';
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { execa } from 'execa';
 import type { FileOp } from '../descriptor/model.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -29,6 +28,7 @@ export function builderFor(uid: number, gid: number, user: string): Builder {
 async function asBuilder(b: Builder, argv: string[], log: Logger): Promise<void> {
   const switching = process.getuid?.() === 0 && b.uid !== 0;
   log.info(`run as ${b.user}: ${quoteCommand(argv)}`);
+  const { execa } = await import('execa');
   const r = await execa(argv[0] as string, argv.slice(1), {
     reject: false, stdin: 'ignore', env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' }, extendEnv: false,
     ...(switching ? { uid: b.uid, gid: b.gid } : {}),

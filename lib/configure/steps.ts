@@ -2,7 +2,6 @@
  * Mechanism 3, offline: build steps run in an unprivileged sandbox (bubblewrap, a user namespace
  * with the image tree as its root, no network), as the job's user, never as root on the host.
  */
-import { execa } from 'execa';
 import type { Description } from '../descriptor/model.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -29,7 +28,8 @@ export async function runOfflineSteps(tree: string, steps: Description['build'],
     const argv = stepArgs(tree, s.run, s.workdir);
     log.info(`build step ${s.name} (offline, as ${b.user}): ${quoteCommand(argv)}`);
     const started = Date.now();
-    const r = await execa(argv[0] as string, argv.slice(1), {
+    const { execa } = await import('execa');
+  const r = await execa(argv[0] as string, argv.slice(1), {
       reject: false, stdin: 'ignore', all: true, env: {}, extendEnv: false, timeout: 3_600_000,
       ...(switching ? { uid: b.uid, gid: b.gid } : {}),
     });

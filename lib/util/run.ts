@@ -1,5 +1,4 @@
 /** The one place that starts short-lived tools: logs the exact command, keeps output for errors. */
-import { execa } from 'execa';
 import { HostError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -38,6 +37,8 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   const command = quoteCommand(argv);
   opts.log?.info(`run: ${command}`);
   const started = Date.now();
+  // loaded on first use: commands that start no tool (validate, a cache hit of create) start faster
+  const { execa } = await import('execa');
   const r = await execa(file, args, {
     cwd: opts.cwd,
     env: opts.env,

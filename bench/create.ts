@@ -1,0 +1,83 @@
+/**
+ * bench/create: `vse create` as whole CLI runs. A cache hit (the configuration exists) against bare
+ * node start-up, interleaved; and cold builds of the minimal guest (base, then a derived
+ * configuration with an import and a build step) into an empty cache. Goals: hit under 100 ms,
+ * minimal build under 5 s.
+ * Usage: node dist/bench/create.js [--runs N] [--json]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const args = process.argv.slice(2);
+const runs = Math.max(1, Number(args[args.indexOf('--runs') + 1] ?? 0) || 11);
+const json = args.includes('--json');
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const vse = join(repo, 'build', 'bin', 'vse');
+const node = (readFileSync(vse, 'utf8').split('\n')[0] ?? '').slice(2).trim() || process.execPath;
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+
+function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv): number {
+  const t0 = performance.now();
+  const r = spawnSync(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ms = performance.now() - t0;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed: ${String(r.stderr)}`);
+  return ms;
+}
+
+const dir = mkdtempSync('/tmp/vse-bench-create-');
+try {
+  const cache = join(dir, 'cache');
+  mkdirSync(cache);
+  // the kernel package is fetched once per host; the builds measured here start from it
+  if (existsSync('/var/cache/vse/debs')) symlinkSync('/var/cache/vse/debs', join(cache, 'debs'));
+  const site = join(dir, 'site.json');
+  writeFileSync(site, JSON.stringify({ cacheDir: cache, stateDir: join(dir, 'state'), logDir: join(dir, 'log') }));
+  writeFileSync(join(dir, 'data.txt'), 'x\n');
+  const derived = join(dir, 'app.xml');
+  writeFileSync(derived, '<vse name="app" extends="minimal"><files><import from="data.txt" path="/opt/data.txt"/></files><build><step name="s">echo built > /opt/built</step></build></vse>');
+  const hello = join(repo, 'examples', 'hello.xml');
+  const env = { ...process.env, VSE_SITE_CONFIG: site };
+
+  const coldBase: number[] = [];
+  const coldDerived: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    rmSync(join(cache, 'configs'), { recursive: true, force: true });
+    coldBase.push(timed(vse, ['create', hello], env));
+    coldDerived.push(timed(vse, ['create', derived], env));
+  }
+  const bare: number[] = [];
+  const hit: number[] = [];
+  const hitDerived: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    bare.push(timed(node, ['-e', '0'], env));
+    hit.push(timed(vse, ['create', hello], env));
+    hitDerived.push(timed(vse, ['create', derived], env));
+  }
+  const r = {
+    runs,
+    nodeMs: Math.round(median(bare)),
+    hitMs: Math.round(median(hit)),
+    hitDerivedMs: Math.round(median(hitDerived)),
+    hitRatio: Number((median(hit) / median(bare)).toFixed(2)),
+    coldMinimalMs: Math.round(median(coldBase)),
+    coldDerivedMs: Math.round(median(coldDerived)),
+  };
+  if (json) console.log(JSON.stringify(r));
+  else {
+    console.log(`vse create, medians (${runs} runs for hits, 3 for cold builds):`);
+    console.log(`  node -e 0                          ${r.nodeMs} ms`);
+    console.log(`  cache hit, minimal base            ${r.hitMs} ms  (${r.hitRatio}x node; goal < 100 ms)`);
+    console.log(`  cache hit, derived (import+step)   ${r.hitDerivedMs} ms`);
+    console.log(`  cold build, minimal base           ${r.coldMinimalMs} ms  (goal < 5000 ms)`);
+    console.log(`  cold build, derived on the base    ${r.coldDerivedMs} ms`);
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
