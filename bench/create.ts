@@ -6,7 +6,7 @@
  * Usage: node dist/bench/create.js [--runs N] [--json]
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -32,6 +32,7 @@ function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv): number {
 }
 
 const dir = mkdtempSync('/tmp/vse-bench-create-');
+chmodSync(dir, 0o755); // the import is read as an unprivileged user
 try {
   const cache = join(dir, 'cache');
   mkdirSync(cache);
