@@ -143,3 +143,25 @@ describe('vse create on the minimal base', () => {
     expect(await images()).toEqual([]);
   });
 });
+
+describe('a builder killed half-way', () => {
+  it('leaves no half-published configuration, and the next create builds it from scratch', async () => {
+    const slow = write('killed.xml', '<vse name="k" extends="minimal"><build><step name="long">sleep 30</step></build></vse>');
+    const child = execa(bin('vse'), ['create', slow], { env: { VSE_SITE_CONFIG: siteFile }, reject: false });
+    // wait until the build is under way (its lock exists), then kill it the hard way
+    const configs = join(cacheDir, 'configs');
+    const deadline = Date.now() + 60_000;
+    while (!(existsSync(configs) && readdirSync(configs).some((f) => f.startsWith('.lock-'))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    child.kill('SIGKILL');
+    expect((await child).signal).toBe('SIGKILL');
+    const before = await images();
+    expect(before.some((c) => c.description === 'k')).toBe(false);
+    write('killed.xml', '<vse name="k" extends="minimal"><build><step name="long">echo quick</step></build></vse>');
+    const again = await vse(['create', slow]);
+    expect(again.exitCode, String(again.stderr)).toBe(0);
+    expect((await images()).some((c) => c.description === 'k')).toBe(true);
+    // what the killed build left (its lock, its temporary directory) is gone or collected
+    await vse(['gc', '--older-than', '3650']);
+    expect(readdirSync(configs).filter((f) => f.startsWith('.lock-'))).toEqual([]);
+  });
+});
