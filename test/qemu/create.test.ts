@@ -17,7 +17,13 @@ mkdirSync(cacheDir);
 if (existsSync('/var/cache/vse/debs')) symlinkSync('/var/cache/vse/debs', join(cacheDir, 'debs'));
 const siteFile = join(dir, 'site.json');
 writeFileSync(siteFile, JSON.stringify({ stateDir: join(dir, 'state'), logDir: join(dir, 'log'), cacheDir }));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterAll(async () => {
+  for (const d of existsSync(join(dir, 'state/jobs')) ? readdirSync(join(dir, 'state/jobs')) : []) {
+    const [job, ...node] = d.split('.');
+    await execa(bin('vse'), ['cleanup', '--job', job as string, '--node', node.join('.')], { env: { VSE_SITE_CONFIG: siteFile }, reject: false });
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const vse = (args: string[]) => execa(bin('vse'), args, { env: { VSE_SITE_CONFIG: siteFile }, reject: false });
 const write = (name: string, text: string, mode = 0o644): string => {

@@ -1,5 +1,6 @@
 /** Shared set-up of the QEMU suite: a private state and log directory, the shared guest cache. */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { afterAll, onTestFinished } from 'vitest';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 
@@ -9,7 +10,19 @@ export const bin = (p: 'vse' | 'prolog' | 'epilog'): string => join(root, 'build
 /** A site config of our own (state and logs in a temp dir); the guest cache is the host's. */
 export function testSite(extra: Record<string, unknown> = {}): { file: string; stateDir: string; logDir: string } {
   const dir = mkdtempSync('/tmp/vse-qemu-test-');
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  // whatever a failed test left running is stopped, and the directory goes
+  const cleanup = async (): Promise<void> => {
+    for (const d of existsSync(join(dir, 'state', 'jobs')) ? readdirSync(join(dir, 'state', 'jobs')) : []) {
+      const [job, ...node] = d.split('.');
+      await execa(bin('vse'), ['cleanup', '--job', job as string, '--node', node.join('.')], { env: { VSE_SITE_CONFIG: join(dir, 'site.json') }, reject: false });
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    onTestFinished(cleanup); // made inside a test
+  } catch {
+    afterAll(cleanup);
+  }
   const stateDir = join(dir, 'state');
   const logDir = join(dir, 'log');
   const file = join(dir, 'site.json');
