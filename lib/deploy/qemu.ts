@@ -15,6 +15,10 @@ export interface QemuVmSpec {
   pidFile: string;
   /** Drop root to this user once set up (only when started as root). */
   runAs?: string;
+  /** A socket for the guest agent (qemu-guest-agent in Debian guests). */
+  agentSocket?: string;
+  /** Start in the foreground instead of -daemonize (builds that wait for the VM to end). */
+  foreground?: boolean;
   /** Use QEMU's seccomp sandbox (spawn stays allowed: -daemonize forks after it is installed). */
   sandbox: boolean;
 }
@@ -38,10 +42,11 @@ export function qemuArgs(vm: QemuVmSpec): string[] {
     '-device', 'virtio-serial-pci,id=vser0',
     '-chardev', `socket,id=vsechan,path=${vm.channelSocket},server=on,wait=off`,
     '-device', 'virtserialport,bus=vser0.0,chardev=vsechan,name=org.vse.0',
+    ...(vm.agentSocket !== undefined ? ['-chardev', `socket,id=qga,path=${vm.agentSocket},server=on,wait=off`, '-device', 'virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0'] : []),
     '-drive', `file=${vm.overlay},if=virtio,format=qcow2,cache=writeback,discard=unmap`,
     '-no-reboot',
     '-pidfile', vm.pidFile,
-    '-daemonize',
+    ...(vm.foreground ? [] : ['-daemonize']),
   ];
   if (vm.sandbox) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny');
   if (vm.runAs !== undefined) args.push('-runas', vm.runAs);

@@ -42,6 +42,13 @@ describe('the QEMU command line', () => {
     expect(kvm).not.toContain('-runas');
     expect(kvm).not.toContain('-sandbox');
   });
+  it('adds the guest agent port when asked, and can stay in the foreground for builds', () => {
+    const a = qemuArgs({ ...spec, agentSocket: '/s/vm0.qga', foreground: true });
+    expect(value(a, '-chardev')).toContain('socket,id=qga,path=/s/vm0.qga,server=on,wait=off');
+    expect(value(a, '-device')).toContain('virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0');
+    expect(a).not.toContain('-daemonize');
+    expect(args).not.toContain('org.qemu.guest_agent.0');
+  });
   it('exits instead of rebooting, so a guest crash ends the process', () => {
     expect(args).toContain('-no-reboot');
   });
