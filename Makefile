@@ -10,7 +10,7 @@ TEST_PREFIX ?= /tmp/vse-prefix
 VITEST := node_modules/.bin/vitest
 
 # Debian packages the project drives (see docs/admin.md).
-DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar \
+DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar mmdebstrap uidmap e2fsprogs \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
@@ -31,6 +31,8 @@ deps:
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# Debian bases build in a user namespace mapped to root's subordinate ids, never as real root
+	@if [ "$$(id -u)" = 0 ] && ! grep -q '^root:' /etc/subuid 2>/dev/null; then usermod --add-subuids 700000000-700065535 --add-subgids 700000000-700065535 root; fi
 	@# the guest kernel is fetched with apt at first use: its package lists must know it
 	@apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq; }
 
@@ -80,6 +82,7 @@ install: build
 	rm -rf $(DESTDIR)$(PREFIX)/lib/vse/dist $(DESTDIR)$(PREFIX)/lib/vse/config
 	cp -r dist config package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/vse/
 	install -D -m 644 lib/configure/init.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/init.sh
+	install -D -m 644 lib/configure/debian-ready.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/debian-ready.sh
 	cd $(DESTDIR)$(PREFIX)/lib/vse && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 	printf '{"prefix":"%s","sysconfdir":"%s"}\n' "$(PREFIX)" "$(SYSCONFDIR)" > $(DESTDIR)$(PREFIX)/lib/vse/install.json
 	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" vse > $(DESTDIR)$(PREFIX)/bin/vse

@@ -50,7 +50,39 @@ async function ensureBase(d: Description, o: CreateOptions): Promise<Configurati
   if (d.os.base === 'minimal') {
     return ensureMinimalGuest({ cacheDir: o.site.cacheDir, kernelPackage: d.os.kernel.package ?? o.site.kernelPackage, log: o.log, lookOnly: o.lookOnly });
   }
-  throw new HostError(`this version of vse cannot build the ${d.os.base} base`);
+  const { ensureDebianBase } = await import('./debian.js');
+  return ensureDebianBase(d, { cacheDir: o.site.cacheDir, kernelPackage: o.site.kernelPackage, log: o.log, lookOnly: o.lookOnly, progress: o.progress });
+}
+
+/** A configuration that differs from its base only in kernel options: links, a backing disk, a command line. */
+async function bootOnly(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
+  const key = createHash('sha256').update(JSON.stringify({ v: DERIVED_VERSION, parent: base.key, boot: d.boot })).digest('hex').slice(0, 24);
+  const dir = configDir(o.site.cacheDir, key);
+  if (o.lookOnly) return { ...base, key, dir };
+  return buildOnce(o.site.cacheDir, key, o.log, async () => {
+    const { default: tmp } = await import('tmp');
+    const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
+    try {
+      const out = join(work.name, 'out');
+      mkdirSync(out, { mode: 0o755 });
+      for (const [from, to] of [[base.kernel, 'vmlinuz'], [base.initrd, 'initrd.img']] as const) {
+        try {
+          linkSync(from, join(out, to));
+        } catch {
+          copyFileSync(from, join(out, to));
+        }
+      }
+      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
+      writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({
+        key, base: d.os.base, parent: base.key, description: d.name, kernelPackage: base.kernelPackage, cmdline: [base.cmdline, ...bootArgs(d)].join(' '),
+        boot: d.boot, builtAt: new Date().toISOString(), buildMs: 0,
+      }, null, 2)}\n`);
+      publish(out, dir);
+    } finally {
+      work.removeCallback();
+    }
+    return load(dir, key);
+  }, () => load(dir, key));
 }
 
 /** Build or reuse the configuration of a description. */
@@ -62,6 +94,8 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
     if (!o.lookOnly) touchUsed(base.dir);
     return base;
   }
+  if (d.files.length === 0 && d.build.length === 0) return bootOnly(d, base, o);
+  if (d.os.base !== 'minimal') throw new HostError(`files and build steps on the ${d.os.base} base are not built by this version yet`);
   const staged = await stageImports(d.files, o.builder, o.log);
   try {
     const key = createHash('sha256').update(JSON.stringify({

@@ -90,6 +90,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
         cmdline: `${config.cmdline} vse.hostname=${vm.name}`, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
         channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
         runAs: asRoot ? site.qemuUser : undefined, sandbox: true,
+        ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
       })], { log, timeoutMs: 60_000 });
       vm.pid = await readPid(vm.pidFile);
       vm.startTime = startTimeOf(vm.pid);

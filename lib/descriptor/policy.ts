@@ -6,13 +6,17 @@ import { formatSize } from '../util/size.js';
 import type { Description } from './model.js';
 
 /** OS bases the configuration tools of this version can build. */
-export const BUILDABLE_BASES: string[] = ['minimal'];
+export const BUILDABLE_BASES: string[] = ['minimal', 'debian'];
 
 /** What this version's configuration tools cannot build (checked at submission and on the node, not by the language). */
 export function capabilityViolations(d: Description): PolicyViolation[] {
   const out: PolicyViolation[] = [];
   if (!BUILDABLE_BASES.includes(d.os.base)) {
     out.push({ pointer: '/os/base', message: `this version of vse cannot build the ${d.os.base} base yet`, expected: `one of ${BUILDABLE_BASES.join(', ')}`, hint: 'extend "minimal" for now' });
+  } else if (d.os.base === 'debian') {
+    // packages, services and kernel options are built; file operations and build steps not yet
+    if (d.files.length > 0) out.push({ pointer: '/files/0', message: 'file operations on the debian base are not built by this version yet', expected: 'no <files> on the debian base', hint: 'packages, services and boot options work on debian; files and build steps on the minimal base' });
+    if (d.build.length > 0) out.push({ pointer: '/build/0', message: 'build steps on the debian base are not built by this version yet', expected: 'no <build> on the debian base', hint: 'packages, services and boot options work on debian; files and build steps on the minimal base' });
   } else if (d.os.base === 'minimal') {
     // the busybox guest runs from memory and has no package manager or service manager
     const needs = (pointer: string, what: string): void => {

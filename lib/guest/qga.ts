@@ -20,22 +20,29 @@ interface Pending {
 
 /** One connection to a guest agent socket. Requests are answered in order. */
 export class GuestAgent {
-  private buf = '';
+  private buf = Buffer.alloc(0);
+  /** While set, replies are skipped until the one that returns this sync id (the flush byte draws an error reply). */
+  private syncId: number | undefined;
   private readonly queue: Pending[] = [];
 
   private constructor(private readonly sock: Socket) {
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      this.buf += d;
-      for (let i = this.buf.indexOf('\n'); i >= 0; i = this.buf.indexOf('\n')) {
-        const line = this.buf.slice(0, i).replace(/^\xff/, '').trim();
-        this.buf = this.buf.slice(i + 1);
+    sock.on('data', (d: Buffer) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      for (let i = this.buf.indexOf(0x0a); i >= 0; i = this.buf.indexOf(0x0a)) {
+        const raw = this.buf.subarray(0, i);
+        this.buf = this.buf.subarray(i + 1);
+        // the agent puts a 0xFF byte before its answer to a delimited sync
+        const line = Buffer.from(raw.filter((b) => b !== 0xff)).toString('utf8').trim();
         if (!line) continue;
         let msg: { return?: unknown; error?: { desc?: string } };
         try {
           msg = JSON.parse(line) as typeof msg;
         } catch {
           continue; // noise before a sync
+        }
+        if (this.syncId !== undefined) {
+          if (msg.return !== this.syncId) continue;
+          this.syncId = undefined;
         }
         const p = this.queue.shift();
         if (!p) continue;
@@ -59,7 +66,8 @@ export class GuestAgent {
     });
     const agent = new GuestAgent(sock);
     const id = Math.floor(Math.random() * 2 ** 31);
-    sock.write('\xff');
+    agent.syncId = id;
+    sock.write(Buffer.from([0xff])); // flushes whatever a previous client left half-written
     const got = await agent.request('guest-sync-delimited', { id }, timeoutMs);
     if (got !== id) throw new HostError(`guest agent: sync answered ${String(got)}, expected ${id}`);
     return agent;
@@ -95,7 +103,7 @@ export class GuestAgent {
     }
   }
 
-  /** Ask the guest to power off (no answer comes: the agent goes away). */
+  /** Ask the guest to power off (no answer comes: the agent goes away; wait for QEMU to end before close()). */
   shutdown(): void {
     this.sock.write(`${JSON.stringify({ execute: 'guest-shutdown', arguments: { mode: 'powerdown' } })}\n`);
   }

@@ -4,13 +4,14 @@
  * readiness agent answers on the vse port. The base is built once and kept under
  * /var/cache/vse/test-debian/<key> (the key changes with the spec and with the builder).
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type DebianBase, type DebianSpec, buildDebian, debianCacheKey, hookArgument, loadDebian } from '../../lib/configure/debian.js';
-import { isSameProcess, startTimeOf, terminate } from '../../lib/deploy/proc.js';
+import { type DebianBase, type DebianSpec, buildDebian, copyInAsRoot, debianCacheKey, hookArgument, loadDebian } from '../../lib/configure/debian.js';
+import { isAlive, isSameProcess, startTimeOf, terminate } from '../../lib/deploy/proc.js';
 import { QEMU, qemuArgs } from '../../lib/deploy/qemu.js';
+import { GuestAgent } from '../../lib/guest/qga.js';
 import { waitReady } from '../../lib/guest/ready.js';
 import { UserError } from '../../lib/util/errors.js';
 import { createLogger } from '../../lib/util/log.js';
@@ -34,20 +35,30 @@ const SPEC: DebianSpec = {
   diskMiB: 1024,
 };
 
+/** Callers' hooks, as the configuration tools use them: a file copied in, a command run in the new system. */
+const HOOK_INPUT = join(CACHE, 'hook-input', 'hello.txt');
+const HOOKS = [...copyInAsRoot([HOOK_INPUT], '/opt'), ['chroot', '$1', 'sh', '-c', 'echo "built by $(id -u)" > /opt/hook-ran']];
+
 let base: DebianBase;
 let scratch: string;
 
 beforeAll(async () => {
   mkdirSync(CACHE, { recursive: true, mode: 0o755 });
   scratch = mkdtempSync(join(tmpdir(), 'vse-debian-test-'));
-  const dir = join(CACHE, debianCacheKey(SPEC));
+  // copy-in reads its source as the build's namespace root, an "other" user on the host
+  mkdirSync(dirname(HOOK_INPUT), { recursive: true, mode: 0o755 });
+  writeFileSync(HOOK_INPUT, 'hello from the host\n', { mode: 0o644 });
+  const dir = join(CACHE, debianCacheKey(SPEC, HOOKS));
   if (existsSync(join(dir, 'result.json'))) {
     base = loadDebian(dir);
     console.log(`Debian base reused from ${dir} (built in ${(base.buildMs / 1000).toFixed(1)} s)`);
     return;
   }
   const started = Date.now();
-  base = await buildDebian(SPEC, { outDir: dir, workDir: join(CACHE, 'work'), log });
+  const progress: string[] = [];
+  base = await buildDebian(SPEC, { outDir: dir, workDir: join(CACHE, 'work'), log, customizeHooks: HOOKS, onProgress: (l) => progress.push(l) });
+  expect(progress).toContain('vse: removing packages: tzdata nano ');
+  expect(progress.some((l) => l.startsWith('I: '))).toBe(true);
   console.log(`Debian base built in ${((Date.now() - started) / 1000).toFixed(1)} s into ${dir}`);
 }, 900_000);
 
@@ -95,7 +106,12 @@ describe('the Debian base', () => {
       'ls -l /etc/systemd/system/multi-user.target.wants', 'stat /lib/systemd/system/e2scrub_reap.service',
       'stat /usr/share/zoneinfo', 'stat /usr/bin/nano', 'stat /var/cache/apt/archives/partial', 'stat /usr/bin/passwd',
       'cat /etc/fstab', 'stat /etc/systemd/system/serial-getty@ttyS0.service', 'stat /boot/vmlinuz-' + base.kernelVersion,
+      'stat /opt/hello.txt', 'cat /opt/hello.txt', 'cat /opt/hook-ran',
     ]);
+    // the callers' hooks ran, in the new system, as its root
+    expect(owner(r.get('stat /opt/hello.txt'))).toBe('0:0');
+    expect(r.get('cat /opt/hello.txt')).toBe('hello from the host\n');
+    expect(r.get('cat /opt/hook-ran')).toBe('built by 0\n');
     expect(owner(r.get('stat /usr/bin/htop'))).toBe('0:0');
     expect(owner(r.get('stat /usr/local/sbin/vse-ready'))).toBe('0:0');
     expect(mode(r.get('stat /usr/local/sbin/vse-ready'))).toBe('0755');
@@ -114,34 +130,67 @@ describe('the Debian base', () => {
     expect(r.get('stat /etc/systemd/system/serial-getty@ttyS0.service')).toContain('Fast link dest: "/dev/null"'); // masked
   });
 
+  /** The VM the next two tests share (started by the first, stopped by the second or by afterAll). */
+  const vmDir = (): string => join(scratch, 'vm');
+  const name = 'deb-test-0';
+  let qemuPid: number | undefined;
+
   it('boots under QEMU (TCG) with a copy-on-write overlay and announces itself on the vse port', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vse-debian-vm-'));
-    const name = 'deb-test-0';
+    const dir = vmDir();
+    mkdirSync(dir, { mode: 0o750 });
     const overlay = join(dir, 'vm0.qcow2');
-    const vm = { qmpSocket: join(dir, 'vm0.qmp'), channelSocket: join(dir, 'vm0.chan'), consoleLog: join(dir, 'vm0.console.log'), pidFile: join(dir, 'vm0.pid') };
-    let pid: number | undefined;
+    const pidFile = join(dir, 'vm0.pid');
+    const consoleLog = join(dir, 'vm0.console.log');
+    const channelSocket = join(dir, 'vm0.chan');
+    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, overlay]);
+    const started = Date.now();
+    await run([QEMU, ...qemuArgs({
+      name, accel: 'tcg', memoryMiB: 256, vcpus: 1, kernel: base.kernel, initrd: base.initrd, cmdline: `${base.cmdline} vse.hostname=${name}`,
+      overlay, qmpSocket: join(dir, 'vm0.qmp'), channelSocket, agentSocket: join(dir, 'vm0.qga'), consoleLog, pidFile,
+      runAs: process.getuid?.() === 0 ? 'nobody' : undefined, sandbox: true,
+    })], { timeoutMs: 60_000 });
+    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    qemuPid = pid;
+    const startTime = startTimeOf(pid);
+    await waitReady({ name, channelSocket, consoleLog, timeoutMs: 150_000, check: () => (isSameProcess(pid, startTime) ? undefined : 'QEMU exited during boot') });
+    console.log(`Debian guest ready in ${((Date.now() - started) / 1000).toFixed(2)} s (TCG, 256 MiB)`);
+    expect(readFileSync(consoleLog, 'utf8')).toContain(`vse-guest: ready ${name}`); // the hostname was set from vse.hostname=
+    // the base image is untouched: the guest writes to its overlay only
+    const info = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', overlay])).stdout) as { 'backing-filename'?: string };
+    expect(info['backing-filename']).toBe(base.disk);
+  });
+
+  it('inside, through qemu-guest-agent (part of the base), it is what was asked for, and powers off when asked', async () => {
+    const pid = qemuPid;
+    if (pid === undefined || !isAlive(pid)) throw new Error('the guest of the previous test is not running');
+    const agent = await GuestAgent.open(join(vmDir(), 'vm0.qga'), 60_000);
     try {
-      await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, overlay]);
-      const started = Date.now();
-      await run([QEMU, ...qemuArgs({
-        name, accel: 'tcg', memoryMiB: 256, vcpus: 1, kernel: base.kernel, initrd: base.initrd, cmdline: `${base.cmdline} vse.hostname=${name}`,
-        overlay, ...vm, runAs: process.getuid?.() === 0 ? 'nobody' : undefined, sandbox: true,
-      })], { timeoutMs: 60_000 });
-      pid = Number(readFileSync(vm.pidFile, 'utf8').trim());
-      const startTime = startTimeOf(pid);
-      const qemuPid = pid;
-      await waitReady({ name, channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, timeoutMs: 150_000, check: () => (isSameProcess(qemuPid, startTime) ? undefined : 'QEMU exited during boot') });
-      const bootMs = Date.now() - started;
-      console.log(`Debian guest ready in ${(bootMs / 1000).toFixed(2)} s (TCG, 256 MiB)`);
-      expect(readFileSync(vm.consoleLog, 'utf8')).toContain(`vse-guest: ready ${name}`); // the hostname was set from vse.hostname=
-      // the base image is untouched: the guest wrote to its overlay only
-      const info = JSON.parse((await run(['qemu-img', 'info', '-U', '--output=json', overlay])).stdout) as { 'backing-filename'?: string };
-      expect(info['backing-filename']).toBe(base.disk);
+      const sh = async (...argv: string[]): Promise<{ code: number | null; out: string }> => {
+        const x = await agent.exec(argv, { timeoutMs: 60_000 });
+        return { code: x.exitCode, out: x.stdout.trim() };
+      };
+      expect(await sh('hostname')).toEqual({ code: 0, out: name });
+      expect(await sh('findmnt', '-n', '-o', 'SOURCE,FSTYPE', '/')).toEqual({ code: 0, out: expect.stringMatching(/^\/dev\/vda\s+ext4$/) });
+      expect(await sh('dpkg-query', '-W', '-f=${Status}', 'htop')).toEqual({ code: 0, out: 'install ok installed' });
+      expect((await sh('dpkg-query', '-W', 'tzdata')).code).not.toBe(0);
+      expect(await sh('systemctl', 'is-enabled', 'e2scrub_reap.service')).toEqual({ code: 1, out: 'disabled' });
+      expect(await sh('systemctl', 'is-active', 'vse-ready.service')).toEqual({ code: 0, out: 'active' });
+      expect(await sh('cat', '/opt/hook-ran')).toEqual({ code: 0, out: 'built by 0' });
+      expect(await sh('stat', '-c', '%u:%g %a', '/usr/bin/htop')).toEqual({ code: 0, out: '0:0 755' });
+      // a clean poweroff ends QEMU (the connection stays open until then: closing at once may drop the request)
+      const asked = Date.now();
+      agent.shutdown();
+      while (isAlive(pid) && Date.now() - asked < 90_000) await new Promise((r) => setTimeout(r, 100));
+      expect(isAlive(pid), `QEMU still running ${(Date.now() - asked) / 1000} s after guest-shutdown`).toBe(false);
+      console.log(`Debian guest powered off in ${((Date.now() - asked) / 1000).toFixed(2)} s`);
     } finally {
-      if (pid !== undefined) await terminate(pid);
-      rmSync(dir, { recursive: true, force: true });
+      agent.close();
     }
-    expect(qemuMentioning(dir)).toEqual([]);
+  });
+
+  afterAll(async () => {
+    if (qemuPid !== undefined) await terminate(qemuPid);
+    expect(qemuMentioning(vmDir())).toEqual([]);
   });
 });
 

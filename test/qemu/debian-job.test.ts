@@ -1,0 +1,47 @@
+/**
+ * A job on the Debian base, end to end: the prolog builds (or reuses) the configuration with the
+ * packages the description asks for, boots it, and the guest agent confirms from inside the guest
+ * that they are installed, that the VM has its name and its kernel options; the epilog removes it.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { GuestAgent } from '../../lib/guest/qga.js';
+import { qemuMentioning, runHook, slurmEnv, testSite } from './env.js';
+
+// the shared cache: the Debian base is built once per host (about a minute), then reused
+const site = testSite({ cacheDir: '/var/cache/vse', bootTimeoutSec: 300 });
+const xml = `<vse name="deb">
+  <os base="debian" release="bookworm" variant="apt">
+    <packages><package name="htop"/></packages>
+  </os>
+  <vm memory="256M"/>
+  <boot><option name="vse.mark" value="1"/></boot>
+</vse>
+`;
+const bundle = { v: 1, file: '/home/u/deb.xml', layers: [{ path: '/home/u/deb.xml', text: xml }] };
+
+describe('a job on the Debian base', () => {
+  it('boots a VM with the packages and kernel options it asked for, seen from inside the guest', async () => {
+    const env = { ...slurmEnv('9001', 'd1'), SPANK_VSE_DESC: JSON.stringify(bundle), SPANK_VSE_FILE: '/home/u/deb.xml' };
+    const p = await runHook('prolog', site.file, env);
+    expect(p.exitCode, p.stderr).toBe(0);
+    const dir = join(site.stateDir, 'jobs', '9001.d1');
+    const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as { configuration: { key: string }; vms: { name: string }[] };
+    expect(state.vms.map((v) => v.name)).toEqual(['9001-d1-0']);
+    const agent = await GuestAgent.open(join(dir, 'vm0.qga'), 120_000);
+    try {
+      const pkg = await agent.exec(['/usr/bin/dpkg-query', '-W', '-f', '${Status}', 'htop']);
+      expect(pkg.stdout).toBe('install ok installed');
+      expect((await agent.exec(['/bin/hostname'])).stdout.trim()).toBe('9001-d1-0');
+      expect((await agent.exec(['/bin/cat', '/proc/cmdline'])).stdout).toMatch(/ vse\.mark=1 .*vse\.hostname=9001-d1-0/);
+      const root = await agent.exec(['/bin/findmnt', '-n', '-o', 'SOURCE,FSTYPE', '/']);
+      expect(root.stdout.trim()).toBe('/dev/vda ext4');
+    } finally {
+      agent.close();
+    }
+    const e = await runHook('epilog', site.file, env);
+    expect(e.exitCode, e.stderr).toBe(0);
+    expect(qemuMentioning('/jobs/9001.d1/')).toEqual([]);
+  });
+});
