@@ -85,6 +85,46 @@ async function bootOnly(d: Description, base: Configuration, o: CreateOptions): 
   }, () => load(dir, key));
 }
 
+/** Online build steps on a disk-based base: boot an overlay of its disk, run them inside, keep the disk. */
+async function online(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
+  const key = createHash('sha256').update(JSON.stringify({ v: DERIVED_VERSION, parent: base.key, build: d.build, boot: d.boot })).digest('hex').slice(0, 24);
+  const dir = configDir(o.site.cacheDir, key);
+  if (o.lookOnly) return { ...base, key, dir };
+  return buildOnce(o.site.cacheDir, key, o.log, async () => {
+    const started = Date.now();
+    o.progress?.(`building ${key} on ${base.key}: ${d.build.length} online step(s) in a VM`);
+    const { default: tmp } = await import('tmp');
+    const { runOnlineSteps } = await import('./online.js');
+    const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
+    try {
+      const out = join(work.name, 'out');
+      const vm = join(work.name, 'vm');
+      mkdirSync(out, { mode: 0o755 });
+      mkdirSync(vm, { mode: 0o700 });
+      for (const [from, to] of [[base.kernel, 'vmlinuz'], [base.initrd, 'initrd.img']] as const) {
+        try {
+          linkSync(from, join(out, to));
+        } catch {
+          copyFileSync(from, join(out, to));
+        }
+      }
+      const disk = join(out, 'disk.qcow2');
+      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, disk], { log: o.log });
+      const buildLog = await runOnlineSteps({ disk, kernel: base.kernel, initrd: base.initrd, cmdline: base.cmdline, work: vm, steps: d.build, memoryMiB: Math.max(256, d.vm.memoryMiB), site: o.site, log: o.log, progress: o.progress });
+      writeFileSync(join(out, 'build.log'), buildLog);
+      writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({
+        key, base: d.os.base, parent: base.key, description: d.name, kernelPackage: base.kernelPackage, cmdline: [base.cmdline, ...bootArgs(d)].join(' '),
+        build: d.build.map((s) => ({ name: s.name, mode: s.mode })), boot: d.boot, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+      }, null, 2)}\n`);
+      publish(out, dir);
+      o.progress?.(`configuration ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    } finally {
+      work.removeCallback();
+    }
+    return load(dir, key);
+  }, () => load(dir, key));
+}
+
 /** Build or reuse the configuration of a description. */
 export async function ensureConfiguration(d: Description, o: CreateOptions): Promise<Configuration> {
   const say = o.progress ?? ((): void => undefined);
@@ -95,7 +135,8 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
     return base;
   }
   if (d.files.length === 0 && d.build.length === 0) return bootOnly(d, base, o);
-  if (d.os.base !== 'minimal') throw new HostError(`files and build steps on the ${d.os.base} base are not built by this version yet`);
+  if (d.os.base === 'debian' && d.files.length === 0 && d.build.every((s) => s.mode === 'online')) return online(d, base, o);
+  if (d.os.base !== 'minimal') throw new HostError(`files and offline build steps on the ${d.os.base} base are not built by this version yet`);
   const staged = await stageImports(d.files, o.builder, o.log);
   try {
     const key = createHash('sha256').update(JSON.stringify({

@@ -1,7 +1,9 @@
 /**
  * A job on the Debian base, end to end: the prolog builds (or reuses) the configuration with the
- * packages the description asks for, boots it, and the guest agent confirms from inside the guest
- * that they are installed, that the VM has its name and its kernel options; the epilog removes it.
+ * packages the description asks for and an online build step (run in a booted guest, its disk
+ * kept), boots it, and the guest agent confirms from inside the guest that the packages are
+ * installed, the step's result is there, the VM has its name and its kernel options; the epilog
+ * removes it.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +17,7 @@ const xml = `<vse name="deb">
   <os base="debian" release="bookworm" variant="apt">
     <packages><package name="htop"/></packages>
   </os>
+  <build><step name="inside" mode="online" workdir="/opt">echo "built online by $(id -u) on $(hostname)" > /opt/online.txt</step></build>
   <vm memory="256M"/>
   <boot><option name="vse.mark" value="1"/></boot>
 </vse>
@@ -35,6 +38,8 @@ describe('a job on the Debian base', () => {
       expect(pkg.stdout).toBe('install ok installed');
       expect((await agent.exec(['/bin/hostname'])).stdout.trim()).toBe('9001-d1-0');
       expect((await agent.exec(['/bin/cat', '/proc/cmdline'])).stdout).toMatch(/ vse\.mark=1 .*vse\.hostname=9001-d1-0/);
+      // the online build step ran inside a booted guest, and its result was kept on the disk
+      expect((await agent.exec(['/bin/cat', '/opt/online.txt'])).stdout).toBe('built online by 0 on vse-build\n');
       const root = await agent.exec(['/bin/findmnt', '-n', '-o', 'SOURCE,FSTYPE', '/']);
       expect(root.stdout.trim()).toBe('/dev/vda ext4');
     } finally {
@@ -43,5 +48,17 @@ describe('a job on the Debian base', () => {
     const e = await runHook('epilog', site.file, env);
     expect(e.exitCode, e.stderr).toBe(0);
     expect(qemuMentioning('/jobs/9001.d1/')).toEqual([]);
+  });
+
+  it('an online step that fails names the step, quotes its output, powers nothing left on, publishes nothing', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { execa } = await import('execa');
+    const { bin } = await import('./env.js');
+    const file = join(site.stateDir, '..', 'fail.xml');
+    writeFileSync(file, xml.replace('echo "built online', 'echo "no compiler here" >&2; exit 5; echo "x').replace('name="inside"', 'name="make"'));
+    const r = await execa(bin('vse'), ['create', file], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    expect(r.exitCode).toBe(2);
+    expect(String(r.stderr)).toContain('build step "make" failed in the guest (exit 5):\nno compiler here');
+    expect(qemuMentioning('.build-')).toEqual([]);
   });
 });
