@@ -3,7 +3,9 @@
  * node start-up, interleaved; and cold builds of the minimal guest (base, then a derived
  * configuration with an import and a build step) into an empty cache. Goals: hit under 100 ms,
  * minimal build under 5 s.
- * Usage: node dist/bench/create.js [--runs N] [--json]
+ * With --debian: a cold build of a Debian base through vse against a bare mmdebstrap of the same
+ * package set, same run (goal: ratio under 1.15). About two minutes.
+ * Usage: node dist/bench/create.js [--runs N] [--json] [--debian]
  */
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -61,8 +63,21 @@ try {
     hit.push(timed(vse, ['create', hello], env));
     hitDerived.push(timed(vse, ['create', derived], env));
   }
+  let debian: { vseMs: number; mmdebstrapMs: number; ratio: number } | undefined;
+  if (args.includes('--debian')) {
+    const { debianIncludes } = await import('../lib/configure/debian-spec.js');
+    const { debianSources } = await import('../lib/configure/debian-sources.js');
+    const spec = { release: 'bookworm', variant: 'apt', kernelPackage: 'linux-image-cloud-amd64', packages: [{ name: 'htop', state: 'present' as const }], services: [], diskMiB: 1024 };
+    const deb = join(dir, 'deb.xml');
+    writeFileSync(deb, '<vse name="deb"><os base="debian" release="bookworm" variant="apt"><packages><package name="htop"/></packages></os></vse>');
+    const bare = timed('/usr/bin/mmdebstrap', ['--mode=unshare', '--quiet', `--variant=${spec.variant}`, `--include=${debianIncludes(spec).join(',')}`, spec.release, join(dir, 'bare.tar'), ...debianSources(spec)], env);
+    rmSync(join(dir, 'bare.tar'), { force: true });
+    const ours = timed(vse, ['create', deb], env);
+    debian = { vseMs: Math.round(ours), mmdebstrapMs: Math.round(bare), ratio: Number((ours / bare).toFixed(3)) };
+  }
   const r = {
     runs,
+    debian,
     nodeMs: Math.round(median(bare)),
     hitMs: Math.round(median(hit)),
     hitDerivedMs: Math.round(median(hitDerived)),
@@ -78,6 +93,7 @@ try {
     console.log(`  cache hit, derived (import+step)   ${r.hitDerivedMs} ms`);
     console.log(`  cold build, minimal base           ${r.coldMinimalMs} ms  (goal < 5000 ms)`);
     console.log(`  cold build, derived on the base    ${r.coldDerivedMs} ms`);
+    if (debian) console.log(`  cold Debian base: vse ${debian.vseMs} ms, bare mmdebstrap of the same set ${debian.mmdebstrapMs} ms, ratio ${debian.ratio} (goal < 1.15)`);
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -92,9 +92,24 @@ const DPKG_OPTIONS = [
 const ENV = { PATH: TOOL_PATH, LC_ALL: 'C' };
 
 /** A cache key for a spec: everything that decides what buildDebian produces. */
+/**
+ * The state of the Debian archive as this host's apt last saw it (the signed Release files): package
+ * versions resolve against it, so a newer archive (after apt-get update) gives a new key.
+ */
+export function archiveState(lists = '/var/lib/apt/lists'): string {
+  const h = createHash('sha256');
+  try {
+    for (const f of readdirSync(lists).filter((x) => x.endsWith('_InRelease') || x.endsWith('_Release')).sort()) h.update(f).update(readFileSync(join(lists, f)));
+  } catch {
+    h.update('no apt lists');
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
 export function debianCacheKey(spec: DebianSpec, customizeHooks: string[][] = []): string {
   const n = normalize(spec);
   const inputs = {
+    archive: archiveState(),
     v: DEBIAN_BUILDER_VERSION, spec: { ...n, present: [...n.present].sort(), absent: [...n.absent].sort(), enable: [...n.enable].sort(), disable: [...n.disable].sort() },
     sources: debianSources(spec), hooks: customizeHooks, hook: HOOK_SCRIPT, ready: readyScript(), unit: READY_UNIT, fstab: FSTAB,
     masked: DEBIAN_MASKED_UNITS, dpkg: DPKG_OPTIONS, cmdline: DEBIAN_CMDLINE, initramfs: [INITRAMFS_CONF, INITRAMFS_HOOK], modules: MODULES_LOAD,

@@ -61,4 +61,19 @@ describe('a job on the Debian base', () => {
     expect(String(r.stderr)).toContain('build step "make" failed in the guest (exit 5):\nno compiler here');
     expect(qemuMentioning('.build-')).toEqual([]);
   });
+
+  it('a build that fills the disk fails with the guest\'s own message, and keeps nothing', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { execa } = await import('execa');
+    const { bin } = await import('./env.js');
+    const file = join(site.stateDir, '..', 'full.xml');
+    writeFileSync(file, xml.replace(/<step name="inside"[^>]*>[^<]*<\/step>/, '<step name="fill" mode="online">fallocate -l 64G /fill</step>'));
+    const keys = async (): Promise<string[]> => (JSON.parse(String((await execa(bin('vse'), ['images', '--json'], { env: { VSE_SITE_CONFIG: site.file } })).stdout)) as { key: string }[]).map((c) => c.key);
+    const before = await keys();
+    const r = await execa(bin('vse'), ['create', file], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    expect(r.exitCode).toBe(2);
+    expect(String(r.stderr)).toMatch(/build step "fill" failed in the guest \(exit 1\):\n.*No space left on device/);
+    expect(await keys()).toEqual(before);
+    expect(qemuMentioning('.build-')).toEqual([]);
+  });
 });
