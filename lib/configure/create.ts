@@ -54,67 +54,49 @@ async function ensureBase(d: Description, o: CreateOptions): Promise<Configurati
   return ensureDebianBase(d, { cacheDir: o.site.cacheDir, kernelPackage: o.site.kernelPackage, log: o.log, lookOnly: o.lookOnly, progress: o.progress });
 }
 
-/** A configuration that differs from its base only in kernel options: links, a backing disk, a command line. */
-async function bootOnly(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
-  const key = createHash('sha256').update(JSON.stringify({ v: DERIVED_VERSION, parent: base.key, boot: d.boot })).digest('hex').slice(0, 24);
-  const dir = configDir(o.site.cacheDir, key);
-  if (o.lookOnly) return { ...base, key, dir };
-  return buildOnce(o.site.cacheDir, key, o.log, async () => {
-    const { default: tmp } = await import('tmp');
-    const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
-    try {
-      const out = join(work.name, 'out');
-      mkdirSync(out, { mode: 0o755 });
-      for (const [from, to] of [[base.kernel, 'vmlinuz'], [base.initrd, 'initrd.img']] as const) {
-        try {
-          linkSync(from, join(out, to));
-        } catch {
-          copyFileSync(from, join(out, to));
-        }
-      }
-      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
-      writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({
-        key, base: d.os.base, parent: base.key, description: d.name, kernelPackage: base.kernelPackage, cmdline: [base.cmdline, ...bootArgs(d)].join(' '),
-        boot: d.boot, builtAt: new Date().toISOString(), buildMs: 0,
-      }, null, 2)}\n`);
-      publish(out, dir);
-    } finally {
-      work.removeCallback();
-    }
-    return load(dir, key);
-  }, () => load(dir, key));
+/** What a derived build contributes: files it wrote into `out`, its log, extra manifest fields. */
+interface DerivedParts {
+  /** It wrote its own initrd.img (else the base's is linked). */
+  ownInitrd?: boolean;
+  /** The build's output, kept as build.log. */
+  log?: string;
+  manifest?: Record<string, unknown>;
 }
 
-/** Online build steps on a disk-based base: boot an overlay of its disk, run them inside, keep the disk. */
-async function online(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
-  const key = createHash('sha256').update(JSON.stringify({ v: DERIVED_VERSION, parent: base.key, build: d.build, boot: d.boot })).digest('hex').slice(0, 24);
+function linkOrCopy(from: string, to: string): void {
+  try {
+    linkSync(from, to);
+  } catch {
+    copyFileSync(from, to);
+  }
+}
+
+/**
+ * The frame every derived configuration is built in: a key from the parent and the inputs, one
+ * build per key, a temporary directory, the parent's kernel (and initrd) linked, a qcow2 overlay of
+ * the parent's disk, the manifest, an atomic publish. `make` does the part that differs.
+ */
+async function derive(d: Description, base: Configuration, o: CreateOptions, inputs: object, what: string,
+  make: (out: string, work: string) => Promise<DerivedParts>): Promise<Configuration> {
+  const key = createHash('sha256').update(JSON.stringify({ v: DERIVED_VERSION, parent: base.key, ...inputs })).digest('hex').slice(0, 24);
   const dir = configDir(o.site.cacheDir, key);
   if (o.lookOnly) return { ...base, key, dir };
   return buildOnce(o.site.cacheDir, key, o.log, async () => {
     const started = Date.now();
-    o.progress?.(`building ${key} on ${base.key}: ${d.build.length} online step(s) in a VM`);
+    o.progress?.(`building ${key} on ${base.key}: ${what}`);
     const { default: tmp } = await import('tmp');
-    const { runOnlineSteps } = await import('./online.js');
     const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
     try {
       const out = join(work.name, 'out');
-      const vm = join(work.name, 'vm');
       mkdirSync(out, { mode: 0o755 });
-      mkdirSync(vm, { mode: 0o700 });
-      for (const [from, to] of [[base.kernel, 'vmlinuz'], [base.initrd, 'initrd.img']] as const) {
-        try {
-          linkSync(from, join(out, to));
-        } catch {
-          copyFileSync(from, join(out, to));
-        }
-      }
-      const disk = join(out, 'disk.qcow2');
-      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, disk], { log: o.log });
-      const buildLog = await runOnlineSteps({ disk, kernel: base.kernel, initrd: base.initrd, cmdline: base.cmdline, work: vm, steps: d.build, memoryMiB: Math.max(256, d.vm.memoryMiB), site: o.site, log: o.log, progress: o.progress });
-      writeFileSync(join(out, 'build.log'), buildLog);
+      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
+      const parts = await make(out, work.name);
+      linkOrCopy(base.kernel, join(out, 'vmlinuz'));
+      if (!parts.ownInitrd) linkOrCopy(base.initrd, join(out, 'initrd.img'));
+      if (parts.log !== undefined) writeFileSync(join(out, 'build.log'), parts.log);
       writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({
         key, base: d.os.base, parent: base.key, description: d.name, kernelPackage: base.kernelPackage, cmdline: [base.cmdline, ...bootArgs(d)].join(' '),
-        build: d.build.map((s) => ({ name: s.name, mode: s.mode })), boot: d.boot, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+        boot: d.boot, ...parts.manifest, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
       }, null, 2)}\n`);
       publish(out, dir);
       o.progress?.(`configuration ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -123,6 +105,52 @@ async function online(d: Description, base: Configuration, o: CreateOptions): Pr
     }
     return load(dir, key);
   }, () => load(dir, key));
+}
+
+/** Online build steps on a disk-based base: the build's overlay is booted, the steps run inside, the disk is kept. */
+function online(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
+  return derive(d, base, o, { build: d.build, boot: d.boot }, `${d.build.length} online step(s) in a VM`, async (out, work) => {
+    const { runOnlineSteps } = await import('./online.js');
+    const vm = join(work, 'vm');
+    mkdirSync(vm, { mode: 0o700 });
+    const log = await runOnlineSteps({ disk: join(out, 'disk.qcow2'), kernel: base.kernel, initrd: base.initrd, cmdline: base.cmdline, work: vm, steps: d.build, memoryMiB: Math.max(256, d.vm.memoryMiB), site: o.site, log: o.log, progress: o.progress });
+    return { log, manifest: { build: d.build.map((s) => ({ name: s.name, mode: s.mode })) } };
+  });
+}
+
+/** The minimal guest's files and offline steps: its initramfs is unpacked, changed and packed again. */
+async function minimalDerived(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
+  if (d.build.some((s) => s.mode === 'online')) throw new HostError('online build steps need a base with a disk (debian); the minimal guest runs from memory');
+  const staged = await stageImports(d.files, o.builder, o.log);
+  try {
+    const inputs = { files: d.files, imports: staged.digests, build: d.build, boot: d.boot };
+    return await derive(d, base, o, inputs, `${d.files.length} file operation(s), ${d.build.length} build step(s)`, async (out) => {
+      // the image tree lives where the builder can work on it (the build steps run as that user)
+      const tree = join(staged.dir, 'tree');
+      mkdirSync(tree, { mode: 0o755 });
+      writeTree(tree, readCpio(readFileSync(base.initrd)).filter((e) => e.type !== 'char'));
+      const fileLog = applyFileOps(tree, staged.ops);
+      let buildLog = '';
+      if (d.build.length > 0) {
+        if (process.getuid?.() === 0) chownTree(tree, o.builder.uid, o.builder.gid);
+        // busybox's applets as commands, as the booted guest has them
+        const applets = { name: 'busybox-applets', mode: 'offline' as const, run: '/bin/busybox mkdir -p /usr/bin /usr/sbin /sbin && /bin/busybox --install -s' };
+        buildLog = await runOfflineSteps(tree, [applets, ...d.build], o.builder, o.log);
+      }
+      // all files of the image belong to root, whoever built them
+      writeFileSync(join(out, 'initrd.img'), buildCpio([
+        ...entriesOfTree(tree),
+        { path: 'dev/console', type: 'char', major: 5, minor: 1 },
+        { path: 'dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
+      ]));
+      return {
+        ownInitrd: true, log: `${fileLog.join('\n')}\n${buildLog}`,
+        manifest: { files: d.files, build: d.build.map((s) => ({ name: s.name, mode: s.mode })), builder: o.builder.user },
+      };
+    });
+  } finally {
+    staged.cleanup();
+  }
 }
 
 /** Build or reuse the configuration of a description. */
@@ -134,65 +162,9 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
     if (!o.lookOnly) touchUsed(base.dir);
     return base;
   }
-  if (d.files.length === 0 && d.build.length === 0) return bootOnly(d, base, o);
+  // kernel options only: the base's files as they are, a command line of its own
+  if (d.files.length === 0 && d.build.length === 0) return derive(d, base, o, { boot: d.boot }, 'kernel options', () => Promise.resolve({}));
   if (d.os.base === 'debian' && d.files.length === 0 && d.build.every((s) => s.mode === 'online')) return online(d, base, o);
   if (d.os.base !== 'minimal') throw new HostError(`files and offline build steps on the ${d.os.base} base are not built by this version yet`);
-  const staged = await stageImports(d.files, o.builder, o.log);
-  try {
-    const key = createHash('sha256').update(JSON.stringify({
-      v: DERIVED_VERSION, parent: base.key, files: d.files, imports: staged.digests, build: d.build, boot: d.boot,
-    })).digest('hex').slice(0, 24);
-    const dir = configDir(o.site.cacheDir, key);
-    if (o.lookOnly) return { ...base, key, dir };
-    return await buildOnce(o.site.cacheDir, key, o.log, async () => {
-      const started = Date.now();
-      say(`building ${key} on ${base.key}: ${d.files.length} file operation(s), ${d.build.length} build step(s)`);
-      const { default: tmp } = await import('tmp');
-      const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
-      try {
-        // the image tree lives where the builder can work on it (the build steps run as that user)
-        const tree = join(staged.dir, 'tree');
-        mkdirSync(tree, { mode: 0o755 });
-        writeTree(tree, readCpio(readFileSync(base.initrd)).filter((e) => e.type !== 'char'));
-        const fileLog = applyFileOps(tree, staged.ops);
-        let buildLog = '';
-        const offline = d.build.filter((s) => s.mode === 'offline');
-        if (d.build.some((s) => s.mode === 'online')) throw new HostError('online build steps need a base with a disk (debian); the minimal guest runs from memory');
-        if (offline.length > 0) {
-          if (process.getuid?.() === 0) chownTree(tree, o.builder.uid, o.builder.gid);
-          // busybox's applets as commands, as the booted guest has them
-          buildLog = await runOfflineSteps(tree, [{ name: 'busybox-applets', mode: 'offline', run: '/bin/busybox mkdir -p /usr/bin /usr/sbin /sbin && /bin/busybox --install -s' }, ...offline], o.builder, o.log);
-        }
-        const out = join(work.name, 'out');
-        mkdirSync(out, { mode: 0o755 });
-        // all files of the image belong to root, whoever built them
-        const entries = [
-          ...entriesOfTree(tree),
-          { path: 'dev/console', type: 'char' as const, major: 5, minor: 1 },
-          { path: 'dev/null', type: 'char' as const, major: 1, minor: 3, mode: 0o666 },
-        ];
-        writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
-        try {
-          linkSync(base.kernel, join(out, 'vmlinuz'));
-        } catch {
-          copyFileSync(base.kernel, join(out, 'vmlinuz'));
-        }
-        await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
-        const cmdline = [base.cmdline, ...bootArgs(d)].join(' ');
-        writeFileSync(join(out, 'build.log'), `${fileLog.join('\n')}\n${buildLog}`);
-        writeFileSync(join(out, 'manifest.json'), `${JSON.stringify({
-          key, base: d.os.base, parent: base.key, description: d.name, kernelPackage: base.kernelPackage, cmdline,
-          files: d.files, build: d.build.map((s) => ({ name: s.name, mode: s.mode })), boot: d.boot, builder: o.builder.user,
-          builtAt: new Date().toISOString(), buildMs: Date.now() - started,
-        }, null, 2)}\n`);
-        publish(out, dir);
-        say(`configuration ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      } finally {
-        work.removeCallback();
-      }
-      return load(dir, key);
-    }, () => load(dir, key));
-  } finally {
-    staged.cleanup();
-  }
+  return minimalDerived(d, base, o);
 }
