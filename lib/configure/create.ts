@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Description } from '../descriptor/model.js';
 import type { SiteConfig } from '../site/config.js';
-import { HostError } from '../util/errors.js';
+import { HostError, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { run } from '../util/run.js';
 import { applyFileOps } from './apply.js';
@@ -17,6 +17,7 @@ import { type Configuration, ensureMinimalGuest } from './minimal.js';
 import { type Builder, stageImports } from './stage.js';
 import { runOfflineSteps } from './steps.js';
 import { buildOnce, configDir, configsDir, publish, touchUsed } from './store.js';
+import type { IdMapping } from './userns.js';
 
 export interface CreateOptions {
   site: SiteConfig;
@@ -164,7 +165,48 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
   }
   // kernel options only: the base's files as they are, a command line of its own
   if (d.files.length === 0 && d.build.length === 0) return derive(d, base, o, { boot: d.boot }, 'kernel options', () => Promise.resolve({}));
-  if (d.os.base === 'debian' && d.files.length === 0 && d.build.every((s) => s.mode === 'online')) return online(d, base, o);
-  if (d.os.base !== 'minimal') throw new HostError(`files and offline build steps on the ${d.os.base} base are not built by this version yet`);
-  return minimalDerived(d, base, o);
+  if (d.os.base === 'minimal') return minimalDerived(d, base, o);
+  if (d.files.length === 0 && d.build.every((s) => s.mode === 'online')) return online(d, base, o);
+  // files and offline steps go into the Debian tree before its image is made; online steps then run on that
+  const built = await debianWithFiles(d, o);
+  const rest = { ...d, files: [], build: d.build.filter((s) => s.mode === 'online') };
+  if (rest.build.length > 0) return online(rest, built, o);
+  return rest.boot.length > 0 ? derive(rest, built, o, { boot: rest.boot }, 'kernel options', () => Promise.resolve({})) : built;
+}
+
+/** Give the namespace's root what host root wrote into its tree (uid/gid 0 on the host is nobody inside). */
+function ownByNamespaceRoot(path: string, ids: IdMapping): void {
+  const st = lstatSync(path);
+  if (st.uid === 0 || st.gid === 0) lchownSync(path, st.uid === 0 ? ids.uid.start : st.uid, st.gid === 0 ? ids.gid.start : st.gid);
+  if (st.isDirectory()) for (const f of readdirSync(path)) ownByNamespaceRoot(join(path, f), ids);
+}
+
+/** A Debian configuration with the description's files and offline build steps in its tree. */
+async function debianWithFiles(d: Description, o: CreateOptions): Promise<Configuration> {
+  const staged = await stageImports(d.files, o.builder, o.log);
+  try {
+    const offline = d.build.filter((s) => s.mode === 'offline');
+    const { ensureDebianBase } = await import('./debian.js');
+    return await ensureDebianBase(d, {
+      cacheDir: o.site.cacheDir, kernelPackage: o.site.kernelPackage, log: o.log, lookOnly: o.lookOnly, progress: o.progress,
+      extra: {
+        inputs: { v: DERIVED_VERSION, files: d.files, imports: staged.digests, build: offline },
+        beforeImage: async (tree, ids, ns) => {
+          if (!ids.asRoot) throw new HostError('files and offline steps on the debian base are built by root only (the tree belongs to subordinate ids)');
+          const log = applyFileOps(tree, staged.ops);
+          ownByNamespaceRoot(tree, ids);
+          for (const s of offline) {
+            // as root of the build's user namespace, chrooted into the tree, without network
+            const r = await ns(['unshare', '--net', 'chroot', tree, '/bin/sh', '-c', 'cd "$1" && exec /bin/sh -c "$2"', 'vse-step', s.workdir ?? '/', s.run]);
+            const text = `${r.stdout}${r.stderr}`;
+            log.push(`--- step ${s.name} (offline, exit ${r.exitCode})`, text.trimEnd());
+            if (r.exitCode !== 0) throw new UserError(`build step "${s.name}" failed (exit ${r.exitCode}):\n${text.trim().split('\n').slice(-20).join('\n') || '(no output)'}`);
+          }
+          return log.join('\n');
+        },
+      },
+    });
+  } finally {
+    staged.cleanup();
+  }
 }

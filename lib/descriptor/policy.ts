@@ -13,12 +13,6 @@ export function capabilityViolations(d: Description): PolicyViolation[] {
   const out: PolicyViolation[] = [];
   if (!BUILDABLE_BASES.includes(d.os.base)) {
     out.push({ pointer: '/os/base', message: `this version of vse cannot build the ${d.os.base} base yet`, expected: `one of ${BUILDABLE_BASES.join(', ')}`, hint: 'extend "minimal" for now' });
-  } else if (d.os.base === 'debian') {
-    // packages, services and kernel options are built; file operations and build steps not yet
-    if (d.files.length > 0) out.push({ pointer: '/files/0', message: 'file operations on the debian base are not built by this version yet', expected: 'no <files> on the debian base', hint: 'packages, services, online build steps and boot options work on debian; files on the minimal base' });
-    d.build.forEach((s, i) => {
-      if (s.mode === 'offline') out.push({ pointer: `/build/${i}/mode`, message: `offline build step "${s.name}" on the debian base is not built by this version yet`, expected: 'mode="online" on the debian base', hint: 'online steps run inside the booted guest; offline steps work on the minimal base' });
-    });
   } else if (d.os.base === 'minimal') {
     // the busybox guest runs from memory and has no package manager or service manager
     const needs = (pointer: string, what: string): void => {

@@ -5,19 +5,35 @@
  * installed, the step's result is there, the VM has its name and its kernel options; the epilog
  * removes it.
  */
-import { readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { GuestAgent } from '../../lib/guest/qga.js';
 import { qemuMentioning, runHook, slurmEnv, testSite } from './env.js';
 
 // the shared cache: the Debian base is built once per host (about a minute), then reused
 const site = testSite({ cacheDir: '/var/cache/vse', bootTimeoutSec: 300 });
+// a host file to import: readable by the unprivileged user imports are read as
+const data = mkdtempSync('/tmp/vse-debian-data-');
+chmodSync(data, 0o755);
+writeFileSync(join(data, 'input.txt'), 'from the host\n', { mode: 0o644 });
+afterAll(() => rmSync(data, { recursive: true, force: true }));
 const xml = `<vse name="deb">
   <os base="debian" release="bookworm" variant="apt">
     <packages><package name="htop"/></packages>
   </os>
-  <build><step name="inside" mode="online" workdir="/opt">echo "built online by $(id -u) on $(hostname)" > /opt/online.txt</step></build>
+  <files>
+    <import from="${data}/input.txt" path="/opt/input.txt"/>
+    <copy from="/etc/os-release" path="/opt/os-release"/>
+    <link target="/opt/input.txt" path="/opt/link"/>
+    <delete path="/etc/issue.net"/>
+    <edit path="/etc/motd"><append line="vse was here"/></edit>
+    <write path="/etc/vse-note">written by vse</write>
+  </files>
+  <build>
+    <step name="offline">echo "offline as $(id -u)" > /opt/offline.txt</step>
+    <step name="inside" mode="online" workdir="/opt">echo "built online by $(id -u) on $(hostname)" > /opt/online.txt</step>
+  </build>
   <vm memory="256M"/>
   <boot><option name="vse.mark" value="1"/></boot>
 </vse>
@@ -32,18 +48,24 @@ describe('a job on the Debian base', () => {
     const dir = join(site.stateDir, 'jobs', '9001.d1');
     const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as { configuration: { key: string }; vms: { name: string }[] };
     expect(state.vms.map((v) => v.name)).toEqual(['9001-d1-0']);
-    const agent = await GuestAgent.open(join(dir, 'vm0.qga'), 120_000);
+    let agent: GuestAgent | undefined = await GuestAgent.open(join(dir, 'vm0.qga'), 120_000);
     try {
       const pkg = await agent.exec(['/usr/bin/dpkg-query', '-W', '-f', '${Status}', 'htop']);
       expect(pkg.stdout).toBe('install ok installed');
       expect((await agent.exec(['/bin/hostname'])).stdout.trim()).toBe('9001-d1-0');
       expect((await agent.exec(['/bin/cat', '/proc/cmdline'])).stdout).toMatch(/ vse\.mark=1 .*vse\.hostname=9001-d1-0/);
+      // every file mechanism and the offline step, from inside the guest; all of it belongs to root
+      const sh = async (cmd: string): Promise<string> => (await agent!.exec(['/bin/sh', '-c', cmd])).stdout;
+      expect(await sh('cat /opt/input.txt; readlink /opt/link; stat -c %U /opt/input.txt')).toBe('from the host\n/opt/input.txt\nroot\n');
+      expect(await sh('cmp -s /etc/os-release /opt/os-release && echo same; test -e /etc/issue.net || echo deleted')).toBe('same\ndeleted\n');
+      expect(await sh('tail -n 1 /etc/motd; cat /etc/vse-note; cat /opt/offline.txt')).toBe('vse was here\nwritten by vse\noffline as 0\n');
       // the online build step ran inside a booted guest, and its result was kept on the disk
       expect((await agent.exec(['/bin/cat', '/opt/online.txt'])).stdout).toBe('built online by 0 on vse-build\n');
       const root = await agent.exec(['/bin/findmnt', '-n', '-o', 'SOURCE,FSTYPE', '/']);
       expect(root.stdout.trim()).toBe('/dev/vda ext4');
     } finally {
       agent.close();
+      agent = undefined;
     }
     const e = await runHook('epilog', site.file, env);
     expect(e.exitCode, e.stderr).toBe(0);

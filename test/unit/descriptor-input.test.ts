@@ -101,7 +101,6 @@ describe('bad input', () => {
   });
 
   it.each([
-    ['file operations on the debian base (not built yet)', '<vse name="a"><os base="debian"/><files><delete path="/x"/></files></vse>', ['d.xml:1:41: /vse/files/delete[/x]: file operations on the debian base are not built by this version yet; expected no <files> on the debian base; hint: packages, services, online build steps and boot options work on debian; files on the minimal base']],
     ['packages on the minimal base', '<vse name="a"><os base="minimal"><packages><package name="vim"/></packages></os></vse>', ['d.xml:1:44: /vse/os/packages/package[vim]: installing or removing packages needs a Debian base; expected no packages, services or online steps on the minimal base; hint: the minimal guest is busybox in memory; use os base="debian" for packages']],
     ['an online step on the minimal base', '<vse name="a"><os base="minimal"/><build><step name="s" mode="online">make</step></build></vse>', ['d.xml:1:57: /vse/build/step[s]/@mode: online build step "s" needs a Debian base; expected no packages, services or online steps on the minimal base; hint: the minimal guest is busybox in memory; use os base="debian" for packages']],
   ])('what this version cannot build is refused at submission: %s', (_n, xml, expected) => {
