@@ -14,7 +14,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap t
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
-	install demo bench schema clean
+	install demo bench bench-smoke schema clean
 
 help:
 	@echo "make setup     install Debian packages (root) and npm dependencies"
@@ -70,10 +70,17 @@ test-slurm: build
 	$(MAKE) install PREFIX=$(TEST_PREFIX) SYSCONFDIR=$(TEST_PREFIX)/etc DESTDIR=
 	VSE_PREFIX=$(TEST_PREFIX) $(VITEST) run --project slurm
 
+# One short run of each benchmark: they keep working (their figures come from `make bench`).
+bench-smoke: build
+	node dist/bench/boot.js --runs 1 --json
+	node dist/bench/resolve.js --runs 1 --json
+	node dist/bench/create.js --runs 1 --json
+
 test: setup build
 	$(MAKE) check
 	$(MAKE) test-qemu
 	$(MAKE) test-slurm
+	$(MAKE) bench-smoke
 	@echo "all suites passed"
 
 install: build

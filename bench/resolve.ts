@@ -61,7 +61,7 @@ function hierarchy(tmp: string): { user: string; siteFile: string } {
   put(join(vendor, 'vendor-base.xml'), `<?xml version="1.0" encoding="UTF-8"?>
 <!-- vendor: the minimal guest -->
 <vse name="vendor-base">
-  <os base="minimal">
+  <os base="debian" release="bookworm">
     <kernel package="linux-image-cloud-amd64"/>
     <packages><package name="openssh-server" locked="true"/><package name="vim"/><package name="nano"/></packages>
     <services><service name="ssh" state="enabled"/><service name="cron" state="disabled"/></services>
