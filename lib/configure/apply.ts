@@ -4,10 +4,11 @@
  * of file content. Everything is resolved inside the tree (guestpath.ts); nothing follows a link
  * out of it.
  */
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import type { EditOp, FileOp } from '../descriptor/model.js';
 import { UserError } from '../util/errors.js';
+import { readNoFollow } from './cpio.js';
 import { resolveIn } from './guestpath.js';
 
 /** A file operation ready to apply: imports point at their staged copy. */
@@ -26,7 +27,8 @@ function copyTree(src: string, dst: string): void {
   } else if (st.isFile()) {
     if (existsSync(dst) && lstatSync(dst).isDirectory()) rmSync(dst, { recursive: true, force: true });
     else rmSync(dst, { force: true });
-    copyFileSync(src, dst);
+    // read without following a link that may have replaced the file since the lstat
+    writeFileSync(dst, readNoFollow(src), { mode: st.mode & 0o7777 });
     chmodSync(dst, st.mode & 0o7777);
   }
   // devices, sockets and FIFOs are not copied

@@ -1,5 +1,5 @@
 /** A minimal `newc` cpio writer: builds an initramfs without root (device nodes included). */
-import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 
@@ -73,6 +73,21 @@ export function readCpio(archive: Buffer): CpioEntry[] {
   }
 }
 
+/**
+ * A regular file's bytes, never through a link: a tree a user could touch may swap a file for a
+ * link between our lstat and our read (O_NOFOLLOW on the last component, and the opened file must
+ * be a regular file).
+ */
+export function readNoFollow(path: string): Buffer {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${path} is no longer a regular file`);
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Entries for a directory tree (lstat, no link followed), parents first, in a stable order. */
 export function entriesOfTree(root: string, rel = ''): CpioEntry[] {
   const out: CpioEntry[] = [];
@@ -81,7 +96,7 @@ export function entriesOfTree(root: string, rel = ''): CpioEntry[] {
     const st = lstatSync(join(root, p));
     if (st.isSymbolicLink()) out.push({ path: p, type: 'symlink', target: readlinkSync(join(root, p)) });
     else if (st.isDirectory()) out.push({ path: p, type: 'dir', mode: st.mode & 0o7777 }, ...entriesOfTree(root, p));
-    else if (st.isFile()) out.push({ path: p, type: 'file', data: readFileSync(join(root, p)), mode: st.mode & 0o7777 });
+    else if (st.isFile()) out.push({ path: p, type: 'file', data: readNoFollow(join(root, p)), mode: st.mode & 0o7777 });
   }
   return out;
 }

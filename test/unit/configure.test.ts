@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { applyFileOps, editText } from '../../lib/configure/apply.js';
 import { resolveIn } from '../../lib/configure/guestpath.js';
 import { stepArgs } from '../../lib/configure/steps.js';
+import { readNoFollow } from '../../lib/configure/cpio.js';
 
 const root = mkdtempSync('/tmp/vse-tree-');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -50,6 +51,13 @@ describe('file operations on a tree', () => {
     expect(() => lstatSync(join(root, 'etcdir'))).toThrow();
     expect(readFileSync(join(root, 'etc/hosts'), 'utf8')).toContain('localhost'); // the link went, not its target
     expect(() => applyFileOps(root, [{ op: 'edit', path: '/nope', edits: [] }])).toThrow('file operation <edit> /nope failed: no such file in the image');
+  });
+});
+
+describe('reading files of a tree a user could change', () => {
+  it('never follows a link put where a file was', () => {
+    expect(readNoFollow(join(root, 'etc/hosts')).toString()).toContain('localhost');
+    expect(() => readNoFollow(join(root, 'hostslink'))).toThrow(/ELOOP|symbolic link/);
   });
 });
 
