@@ -14,7 +14,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap t
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
-	install demo bench bench-smoke schema clean
+	install test-install demo bench bench-smoke schema clean
 
 help:
 	@echo "make setup     install Debian packages (root) and npm dependencies"
@@ -76,8 +76,12 @@ bench-smoke: build
 	node dist/bench/resolve.js --runs 1 --json
 	node dist/bench/create.js --runs 1 --json
 
+test-install: build
+	test/install/install.sh
+
 test: setup build
 	$(MAKE) check
+	$(MAKE) test-install
 	$(MAKE) test-qemu
 	$(MAKE) test-slurm
 	$(MAKE) bench-smoke
