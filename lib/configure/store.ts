@@ -9,6 +9,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { HostError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { bootId } from '../deploy/proc.js';
 
 export const HEARTBEAT_MS = 5000;
 /** A lock not refreshed for this long is stale, whoever holds it (another node, a frozen builder). */
@@ -26,13 +27,6 @@ export function isPublished(dir: string): boolean {
   return existsSync(join(dir, 'manifest.json'));
 }
 
-function bootId(): string {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
 
 interface LockInfo {
   host: string;

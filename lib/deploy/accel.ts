@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Accel } from '../site/config.js';
 import type { Logger } from '../util/log.js';
 import { QEMU } from './qemu.js';
+import { bootId } from './proc.js';
 
 export interface AccelChoice {
   accel: 'kvm' | 'tcg';
@@ -17,13 +18,6 @@ export interface AccelChoice {
 
 const PROBE_MS = 6000;
 
-function bootId(): string {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    return 'unknown';
-  }
-}
 
 /** Boot the kernel under KVM until it prints; otherwise why not. */
 function probeKvm(kernel: string): Promise<{ ok: boolean; why: string }> {

@@ -1,6 +1,15 @@
 /** Process identity on Linux: a pid plus its start time, so a reused pid is never mistaken for ours. */
 import { readFileSync, readdirSync } from 'node:fs';
 
+/** This host's boot, so that a pid recorded before a reboot is never taken for a live one. */
+export function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
 /** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat), or undefined. */
 export function startTimeOf(pid: number): number | undefined {
   try {

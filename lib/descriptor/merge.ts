@@ -4,7 +4,7 @@
  * ordered lists keep inherited order (`before`/`after` move an item).
  */
 import type { Problem } from './problem.js';
-import { type List, type Node, type Origin, type Removal, type Value, emptyList } from './tree.js';
+import { type List, type Node, type Removal, type Value } from './tree.js';
 import { VOCABULARY } from './vocabulary.js';
 
 export interface MergeNote {
@@ -43,8 +43,6 @@ function listPath(parentEl: string, path: string, slot: string): string {
   const c = VOCABULARY[parentEl]?.lists?.[slot]?.container;
   return c ? `${path}/${c}` : path;
 }
-
-const where = (o: Origin): string => `${o.file}:${o.line}:${o.col}`;
 
 /** Apply one layer's node onto the merged node so far. */
 export function mergeNode(base: Node | undefined, layer: Node, path: string, note: MergeNote): Node {
@@ -120,5 +118,3 @@ export function mergeLayers(layers: Node[], note: MergeNote, onLayer?: (merged: 
   return merged;
 }
 
-export { where };
-export { emptyList };
