@@ -14,16 +14,12 @@ import { QEMU } from '../lib/deploy/qemu.js';
 import type { Description } from '../lib/descriptor/model.js';
 import { loadSiteConfig } from '../lib/site/config.js';
 import { silentLogger } from '../lib/util/log.js';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 5;
 const json = args.includes('--json');
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 
 /** A plain QEMU command line for the same guest, timed until the guest prints its ready line. */
 function bareBoot(kernel: string, initrd: string, cmdline: string, accel: string): Promise<number> {

@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const runs = Math.max(1, Number(args[args.indexOf('--runs') + 1] ?? 0) || 11);
@@ -19,11 +20,6 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const vse = join(repo, 'build', 'bin', 'vse');
 const node = (readFileSync(vse, 'utf8').split('\n')[0] ?? '').slice(2).trim() || process.execPath;
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 
 function timed(cmd: string, argv: string[], env: NodeJS.ProcessEnv): number {
   const t0 = performance.now();

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string): string | undefined => {
@@ -23,11 +24,6 @@ const vse = resolve(opt('--vse') ?? join(repo, 'build', 'bin', 'vse'));
 const GOAL_MS = 150;
 const GOAL_RATIO = 2;
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 
 /** The node the launcher runs (its shebang), so that the baseline is the same binary. */
 function launcherNode(): string {

@@ -7,9 +7,10 @@
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GuestAgent } from '../../lib/guest/qga.js';
-import { qemuMentioning, runHook, slurmEnv, testSite } from './env.js';
+import { bin, qemuMentioning, runHook, slurmEnv, testSite } from './env.js';
 
 // the shared cache: the Debian base is built once per host (about a minute), then reused
 const site = testSite({ cacheDir: '/var/cache/vse', bootTimeoutSec: 300 });
@@ -72,30 +73,30 @@ describe('a job on the Debian base', () => {
     expect(qemuMentioning('/jobs/9001.d1/')).toEqual([]);
   });
 
+  /** `vse create` of the description with its online step replaced: the result, and the cache before and after. */
+  async function createWithStep(name: string, step: string): Promise<{ exitCode: number | undefined; stderr: string; before: string[]; after: string[] }> {
+    const file = join(site.stateDir, '..', `${name}.xml`);
+    writeFileSync(file, xml.replace(/<step name="inside"[^>]*>[^<]*<\/step>/, `<step name="${name}" mode="online">${step}</step>`));
+    const env = { VSE_SITE_CONFIG: site.file };
+    const keys = async (): Promise<string[]> => (JSON.parse(String((await execa(bin('vse'), ['images', '--json'], { env })).stdout)) as { key: string }[]).map((c) => c.key);
+    const before = await keys();
+    const r = await execa(bin('vse'), ['create', file], { env, reject: false });
+    return { exitCode: r.exitCode, stderr: String(r.stderr), before, after: await keys() };
+  }
+
   it('an online step that fails names the step, quotes its output, powers nothing left on, publishes nothing', async () => {
-    const { writeFileSync } = await import('node:fs');
-    const { execa } = await import('execa');
-    const { bin } = await import('./env.js');
-    const file = join(site.stateDir, '..', 'fail.xml');
-    writeFileSync(file, xml.replace('echo "built online', 'echo "no compiler here" >&2; exit 5; echo "x').replace('name="inside"', 'name="make"'));
-    const r = await execa(bin('vse'), ['create', file], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    const r = await createWithStep('make', 'echo "no compiler here" >&2; exit 5');
     expect(r.exitCode).toBe(2);
-    expect(String(r.stderr)).toContain('build step "make" failed in the guest (exit 5):\nno compiler here');
+    expect(r.stderr).toContain('build step "make" failed in the guest (exit 5):\nno compiler here');
+    expect(r.after).toEqual(r.before);
     expect(qemuMentioning('.build-')).toEqual([]);
   });
 
   it('a build that fills the disk fails with the guest\'s own message, and keeps nothing', async () => {
-    const { writeFileSync } = await import('node:fs');
-    const { execa } = await import('execa');
-    const { bin } = await import('./env.js');
-    const file = join(site.stateDir, '..', 'full.xml');
-    writeFileSync(file, xml.replace(/<step name="inside"[^>]*>[^<]*<\/step>/, '<step name="fill" mode="online">fallocate -l 64G /fill</step>'));
-    const keys = async (): Promise<string[]> => (JSON.parse(String((await execa(bin('vse'), ['images', '--json'], { env: { VSE_SITE_CONFIG: site.file } })).stdout)) as { key: string }[]).map((c) => c.key);
-    const before = await keys();
-    const r = await execa(bin('vse'), ['create', file], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    const r = await createWithStep('fill', 'fallocate -l 64G /fill');
     expect(r.exitCode).toBe(2);
-    expect(String(r.stderr)).toMatch(/build step "fill" failed in the guest \(exit 1\):\n.*No space left on device/);
-    expect(await keys()).toEqual(before);
+    expect(r.stderr).toMatch(/build step "fill" failed in the guest \(exit 1\):\n.*No space left on device/);
+    expect(r.after).toEqual(r.before);
     expect(qemuMentioning('.build-')).toEqual([]);
   });
 });

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { isAlive } from '../../lib/deploy/proc.js';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { bin, hello, qemuMentioning, root, runHook, slurmEnv, testSite, vseStatus } from './env.js';
 
@@ -15,16 +16,6 @@ const jobDir = (job: string, node: string): string => join(site.stateDir, 'jobs'
 function sessionOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
-}
-
-/** Alive and not a zombie (an exited daemon waits for init to reap it). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !['Z', 'X'].includes(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
-  } catch {
-    return false;
-  }
 }
 
 function expectClean(job: string, node: string): void {
@@ -75,7 +66,7 @@ describe('prolog and epilog', () => {
     expect(e.exitCode, e.stderr).toBe(0);
     expect(e.stderr).toContain('clean: stopped 2 VM(s)');
     expectClean(job, 'q1');
-    for (const v of vms) expect(running(v.pid)).toBe(false);
+    for (const v of vms) expect(isAlive(v.pid)).toBe(false);
 
     const again = await runHook('epilog', site.file, slurmEnv(job, 'q1'));
     expect(again.exitCode, again.stderr).toBe(0);

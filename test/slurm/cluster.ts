@@ -3,6 +3,7 @@
 import { chmodSync, chownSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
+import { isAlive } from "../../lib/deploy/proc.js";
 
 /** The non-root user jobs are submitted as. */
 export const JOB_USER = process.env.VSE_SLURM_USER ?? "vsetest";
@@ -389,16 +390,8 @@ export function qemuOfJob(jobId: string): { pid: number; argv: string[] }[] {
   return out;
 }
 
-/** True when the process exists and is not a zombie. */
-export function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    return state !== "Z" && state !== "X";
-  } catch {
-    return false;
-  }
-}
+/** True when the process exists and is not a zombie (the project's own test of it). */
+export const processAlive = isAlive;
 
 /** Lines of /var/log/vse/<hook>.log (or the site's logDir) about one job, for assertion messages. */
 export function vseLog(hook: "prolog" | "epilog", jobId: string): string {
