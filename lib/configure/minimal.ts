@@ -1,5 +1,5 @@
 /** The minimal guest: a Debian cloud kernel and a busybox initramfs that reports readiness. */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
 import { packageRoot } from '../site/paths.js';
@@ -8,6 +8,7 @@ import type { Logger } from '../util/log.js';
 import { run } from '../util/run.js';
 import { type CpioEntry, buildCpio } from './cpio.js';
 import { fetchKernel } from './kernel.js';
+import { buildOnce, publish } from './store.js';
 
 /** Kernel modules the guest loads (and their dependencies): the virtio bus, console and disk. */
 export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk'];
@@ -82,50 +83,47 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
   if (existsSync(join(dir, 'manifest.json')) || opts.lookOnly) return configurationAt(dir, key, opts.lookOnly);
 
   mkdirSync(configsDir, { recursive: true, mode: 0o755 });
-  const started = Date.now();
-  log.info(`building the minimal guest ${key} from ${kernel.name}`);
-  const { default: tmp } = await import('tmp');
-  const work = tmp.dirSync({ tmpdir: configsDir, prefix: `.build-${key}-`, unsafeCleanup: true });
-  try {
-    const unpacked = join(work.name, 'pkg');
-    await run(['dpkg-deb', '-x', kernel.deb, unpacked], { log, env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });
-    const kver = readdirSync(join(unpacked, 'lib', 'modules'))[0];
-    if (!kver) throw new HostError(`${kernel.deb} holds no kernel modules`);
-    await run(['/usr/sbin/depmod', '-b', unpacked, kver], { log });
-    const modDir = join(unpacked, 'lib', 'modules', kver);
-    const mods = moduleOrder(modDir, GUEST_MODULES);
-    const out = join(work.name, 'out');
-    mkdirSync(out, { mode: 0o755 });
-    copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
-
-    const entries: CpioEntry[] = [
-      ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((p) => ({ path: p, type: 'dir' as const })),
-      { path: 'dev/console', type: 'char', major: 5, minor: 1 },
-      { path: 'dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
-      { path: 'bin/busybox', type: 'file', data: busybox, mode: 0o755 },
-      { path: 'bin/sh', type: 'symlink', target: 'busybox' },
-      { path: 'init', type: 'file', data: Buffer.from(init), mode: 0o755 },
-      { path: 'etc/vse-release', type: 'file', data: Buffer.from(`key=${key}\nkernel=${kernel.name}\n`) },
-      ...mods.map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: readFileSync(join(modDir, m)) })),
-      { path: 'lib/modules/load-order', type: 'file', data: Buffer.from(mods.map((m) => basename(m).replace(/\.ko(\.\w+)?$/, '')).join('\n') + '\n') },
-    ];
-    writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
-    await run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(out, 'disk.qcow2'), '64M'], { log, env: { PATH: '/usr/bin:/bin' } });
-    const manifest = {
-      key, base: 'minimal', builder: BUILDER_VERSION, kernelPackage: kernel.name, kernelDebSha256: kernel.sha256,
-      modules: mods.map((m) => basename(m)), cmdline: BASE_CMDLINE, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
-    };
-    writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  // one build per key, like every configuration (store.ts): racing prologs wait and reuse it
+  return buildOnce(cacheDir, key, log, async () => {
+    const started = Date.now();
+    log.info(`building the minimal guest ${key} from ${kernel.name}`);
+    const { default: tmp } = await import('tmp');
+    const work = tmp.dirSync({ tmpdir: configsDir, prefix: `.build-${key}-`, unsafeCleanup: true });
     try {
-      renameSync(out, dir); // atomic publish: readers see all of it or nothing
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if ((code !== 'EEXIST' && code !== 'ENOTEMPTY') || !existsSync(join(dir, 'manifest.json'))) throw err;
-      log.info(`another builder published ${key} first; using it`);
+      const unpacked = join(work.name, 'pkg');
+      await run(['dpkg-deb', '-x', kernel.deb, unpacked], { log, env: { PATH: '/usr/bin:/bin', LC_ALL: 'C' } });
+      const kver = readdirSync(join(unpacked, 'lib', 'modules'))[0];
+      if (!kver) throw new HostError(`${kernel.deb} holds no kernel modules`);
+      await run(['/usr/sbin/depmod', '-b', unpacked, kver], { log });
+      const modDir = join(unpacked, 'lib', 'modules', kver);
+      const mods = moduleOrder(modDir, GUEST_MODULES);
+      const out = join(work.name, 'out');
+      mkdirSync(out, { mode: 0o755 });
+      copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
+
+      const entries: CpioEntry[] = [
+        ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((p) => ({ path: p, type: 'dir' as const })),
+        { path: 'dev/console', type: 'char', major: 5, minor: 1 },
+        { path: 'dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
+        { path: 'bin/busybox', type: 'file', data: busybox, mode: 0o755 },
+        { path: 'bin/sh', type: 'symlink', target: 'busybox' },
+        { path: 'init', type: 'file', data: Buffer.from(init), mode: 0o755 },
+        { path: 'etc/vse-release', type: 'file', data: Buffer.from(`key=${key}\nkernel=${kernel.name}\n`) },
+        ...mods.map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: readFileSync(join(modDir, m)) })),
+        { path: 'lib/modules/load-order', type: 'file', data: Buffer.from(mods.map((m) => basename(m).replace(/\.ko(\.\w+)?$/, '')).join('\n') + '\n') },
+      ];
+      writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
+      await run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(out, 'disk.qcow2'), '64M'], { log, env: { PATH: '/usr/bin:/bin' } });
+      const manifest = {
+        key, base: 'minimal', builder: BUILDER_VERSION, kernelPackage: kernel.name, kernelDebSha256: kernel.sha256,
+        modules: mods.map((m) => basename(m)), cmdline: BASE_CMDLINE, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+      };
+      writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+      publish(out, dir);
+      log.info(`guest ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    } finally {
+      rmSync(work.name, { recursive: true, force: true });
     }
-    log.info(`guest ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  } finally {
-    rmSync(work.name, { recursive: true, force: true });
-  }
-  return configurationAt(dir, key);
+    return configurationAt(dir, key);
+  }, () => configurationAt(dir, key));
 }
