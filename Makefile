@@ -11,10 +11,11 @@ VITEST := node_modules/.bin/vitest
 
 # Debian packages the project drives (see docs/admin.md).
 DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar mmdebstrap uidmap e2fsprogs \
+	dropbear-bin iproute2 libc6-dev \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
-	install test-install demo bench bench-smoke schema clean
+	install test-prefix test-install demo bench bench-smoke schema clean
 
 help:
 	@echo "make setup     install Debian packages (root) and npm dependencies"
@@ -45,8 +46,15 @@ setup: deps node_modules/.package-lock.json
 build: node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.build.json
 	$(MAKE) -C spank-bridge
+	$(MAKE) build/guest/vse-task
 	@mkdir -p build/bin
 	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
+
+# vse-task runs inside every guest: static, so it needs nothing of the guest's libraries
+build/guest/vse-task: lib/guest/task.c
+	@mkdir -p build/guest
+	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
+	strip $@
 
 typecheck: node_modules/.package-lock.json
 	node_modules/.bin/tsc --noEmit -p .
@@ -54,7 +62,7 @@ typecheck: node_modules/.package-lock.json
 lint: node_modules/.package-lock.json
 	node_modules/.bin/eslint .
 
-unit: node_modules/.package-lock.json
+unit: node_modules/.package-lock.json build/guest/vse-task
 	$(VITEST) run --project unit
 
 spank-test:
@@ -62,12 +70,15 @@ spank-test:
 
 check: typecheck lint unit spank-test
 
-test-qemu: build
-	$(VITEST) run --project qemu
-
-test-slurm: build
+# The QEMU and Slurm suites run commands as an unprivileged user: from an install they can read.
+test-prefix: build
 	rm -rf $(TEST_PREFIX)
 	$(MAKE) install PREFIX=$(TEST_PREFIX) SYSCONFDIR=$(TEST_PREFIX)/etc DESTDIR=
+
+test-qemu: test-prefix
+	VSE_PREFIX=$(TEST_PREFIX) $(VITEST) run --project qemu
+
+test-slurm: test-prefix
 	VSE_PREFIX=$(TEST_PREFIX) $(VITEST) run --project slurm
 
 # One short run of each benchmark: they keep working (their figures come from `make bench`).
@@ -93,7 +104,8 @@ install: build
 	rm -rf $(DESTDIR)$(PREFIX)/lib/vse/dist $(DESTDIR)$(PREFIX)/lib/vse/config
 	cp -r dist config package.json package-lock.json $(DESTDIR)$(PREFIX)/lib/vse/
 	install -D -m 644 lib/configure/init.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/init.sh
-	install -D -m 644 lib/configure/debian-ready.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/debian-ready.sh
+	install -D -m 644 lib/guest/setup.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/guest/setup.sh
+	install -D -m 755 build/guest/vse-task $(DESTDIR)$(PREFIX)/lib/vse/build/guest/vse-task
 	cd $(DESTDIR)$(PREFIX)/lib/vse && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 	printf '{"prefix":"%s","sysconfdir":"%s"}\n' "$(PREFIX)" "$(SYSCONFDIR)" > $(DESTDIR)$(PREFIX)/lib/vse/install.json
 	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" vse > $(DESTDIR)$(PREFIX)/bin/vse

@@ -154,8 +154,8 @@ export async function cmdCleanup(job: string, node: string | undefined, json: bo
   if (json) out(JSON.stringify(results));
 }
 
-/** `vse run FILE`: the whole lifecycle on this machine, no scheduler. */
-export async function cmdRun(file: string, verbose: boolean): Promise<void> {
+/** `vse run FILE [-- CMD]`: the whole lifecycle on this machine, no scheduler; the exit code is the command's. */
+export async function cmdRun(file: string, verbose: boolean, command: string[] = [], all = false): Promise<number> {
   const site = loadSiteConfig();
   const r = resolveFile(file, site);
   warn(r);
@@ -187,8 +187,127 @@ export async function cmdRun(file: string, verbose: boolean): Promise<void> {
     },
   });
   say(`vse: all ${d.vm.perNode} VM(s) ready in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
-  out(formatTable(listVms(site.stateDir, { job: ctx.jobId })));
+  let code = 0;
+  if (command.length === 0) {
+    out(formatTable(listVms(site.stateDir, { job: ctx.jobId })));
+  } else {
+    // the command owns Ctrl-C now (vse exec passes it in); the VMs go when it ends
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    const { execInJob } = await import('../guest/exec.js');
+    try {
+      const r = await execInJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, all, argv: command, env: ['TERM', 'LANG', 'LC_*'] },
+        { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+      process.stdin.destroy();
+      code = await exitCodeOf(r.outcomes);
+    } finally {
+      const c = await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
+      if (verbose) say(`vse: stopped ${c.stopped.length} VM(s), removed ${c.dir}`);
+    }
+    return code;
+  }
   const c = await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
   say(`vse: stopped ${c.stopped.length} VM(s), removed ${c.dir}`);
   if (stopping) throw new UserError('interrupted');
+  return code;
+}
+
+/** Options of `vse exec` before the command: parsed by hand, so that the command's own options stay its own. */
+export interface ExecArgs {
+  job?: string;
+  node?: string;
+  vm?: number;
+  all: boolean;
+  root: boolean;
+  cwd?: string;
+  env: string[];
+  timeoutSec?: number;
+  argv: string[];
+}
+
+export const EXEC_USAGE = `usage: vse exec [--job ID] [--node NAME] [--vm N | --all] [--root] [--cwd DIR] [--env NAME[=VALUE]]... [--timeout SEC] -- COMMAND [ARG]...
+
+Run COMMAND in a VM of a job on this host (VM 0 unless --vm or --all), with stdin, stdout and
+stderr streamed and the exit code (or signal) passed back. Signals (Ctrl-C, SIGTERM, ...) go to the
+command in the guest; a second Ctrl-C within a second drops the connection. The job is --job, or
+the Slurm job this runs in, or your only job on this host. The command runs as your user in the
+guest (--root: as root), in DIR (default: your home in the guest), with PATH, HOME, USER, LOGNAME,
+SHELL and the variables --env names (NAME, a PREFIX*, or NAME=VALUE to set one). --timeout: SIGTERM
+after SEC seconds, SIGKILL 5 s later.`;
+
+export function parseExecArgs(args: string[]): ExecArgs {
+  const a: ExecArgs = { all: false, root: false, env: [], argv: [] };
+  const value = (i: number, name: string): string => {
+    const v = args[i + 1];
+    if (v === undefined) throw new UserError(`vse exec: ${name} needs a value\n${EXEC_USAGE}`);
+    return v;
+  };
+  const int = (s: string, name: string): number => {
+    if (!/^\d+$/.test(s)) throw new UserError(`vse exec: ${name} expects a whole number, got "${s}"`);
+    return Number(s);
+  };
+  let i = 0;
+  for (; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === '--') {
+      i++;
+      break;
+    }
+    if (!arg.startsWith('-')) break;
+    const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const take = (): string => inline ?? value(i++, flag);
+    switch (flag) {
+      case '--job': a.job = take(); break;
+      case '--node': a.node = take(); break;
+      case '--vm': a.vm = int(take(), '--vm'); break;
+      case '--all': a.all = true; break;
+      case '--root': a.root = true; break;
+      case '--cwd': a.cwd = take(); break;
+      case '--env': a.env.push(take()); break;
+      case '--timeout': a.timeoutSec = int(take(), '--timeout'); break;
+      case '--help': case '-h': throw Object.assign(new Error(EXEC_USAGE), { help: true });
+      default: throw new UserError(`vse exec: unknown option ${arg}\n${EXEC_USAGE}`);
+    }
+  }
+  a.argv = args.slice(i);
+  if (a.argv.length === 0) throw new UserError(`vse exec: give the command to run\n${EXEC_USAGE}`);
+  if (a.all && a.vm !== undefined) throw new UserError('vse exec: give --vm or --all, not both');
+  return a;
+}
+
+type Outcomes = { outcome: { code: number | null; signal: string | null } }[];
+
+/** The exit code for what the command(s) did: the highest code; a signal N counts as 128+N. */
+async function exitCodeOf(outcomes: Outcomes): Promise<number> {
+  const { constants } = await import('node:os');
+  let code = 0;
+  for (const { outcome } of outcomes) {
+    const c = outcome.code ?? 128 + ((constants.signals as Record<string, number>)[`SIG${outcome.signal ?? 'KILL'}`] ?? 9);
+    code = Math.max(code, c);
+  }
+  return code;
+}
+
+/** End this process the way the command ended: its exit code, or the same signal. */
+async function endLike(outcomes: Outcomes): Promise<number> {
+  const { constants } = await import('node:os');
+  const sig = outcomes.find((o) => o.outcome.signal !== null)?.outcome.signal;
+  if (outcomes.length === 1 && sig) {
+    const name = `SIG${sig}` as NodeJS.Signals;
+    if (name in constants.signals) {
+      process.removeAllListeners(name);
+      process.kill(process.pid, name);
+      await new Promise((r) => setTimeout(r, 1000)); // the signal ends us (SIGTSTP-like ones excepted)
+    }
+  }
+  return exitCodeOf(outcomes);
+}
+
+/** `vse exec`: returns the exit code (or ends by the command's signal). */
+export async function cmdExec(args: string[]): Promise<number> {
+  const a = parseExecArgs(args);
+  const { execInJob } = await import('../guest/exec.js');
+  const r = await execInJob({ stateDir: loadSiteConfig().stateDir, ...a }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+  process.stdin.destroy();
+  return endLike(r.outcomes);
 }

@@ -2,7 +2,7 @@
 /** The `vse` command line. */
 import { parseArgs } from 'node:util';
 import { describeFailure } from '../util/errors.js';
-import { cmdCleanup, cmdCreate, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
+import { cmdCleanup, cmdExec, cmdCreate, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
 
 /**
  * `vse validate` runs at every submission (the SPANK plugin) and `vse create` in every prolog: plain
@@ -29,6 +29,15 @@ function fastPath(argv: string[]): (() => void | Promise<void>) | undefined {
 
 export async function main(argv: string[]): Promise<number> {
   try {
+    if (argv[0] === 'exec') return await cmdExec(argv.slice(1));
+    // `vse run FILE [options] -- CMD...`: the command is not for yargs
+    let command: string[] = [];
+    const dd = argv.indexOf('--');
+    if (argv[0] === 'run' && dd >= 0) {
+      command = argv.slice(dd + 1);
+      argv = argv.slice(0, dd);
+    }
+    let exitCode = 0;
     const fast = fastPath(argv);
     if (fast) {
       await fast();
@@ -56,12 +65,16 @@ export async function main(argv: string[]): Promise<number> {
       .command('gc', 'remove configurations no job uses and leftovers of crashed builds', (y) =>
         y.option('older-than', { type: 'number', default: 30, describe: 'days since last use' }).option('dry-run', { type: 'boolean', default: false }).option('json', { type: 'boolean', default: false }),
       async (a) => cmdGc(a.olderThan, a.dryRun, a.json))
-      .command('run <file>', 'boot the description\'s VMs on this machine, show them, remove them', (y) =>
-        y.positional('file', { type: 'string', demandOption: true }).option('quiet', { alias: 'q', type: 'boolean', default: false }),
-      async (a) => cmdRun(a.file, !a.quiet))
+      .command('run <file>', 'boot the description\'s VMs on this machine, run a command in them (run FILE -- CMD...), remove them', (y) =>
+        y.positional('file', { type: 'string', demandOption: true }).option('quiet', { alias: 'q', type: 'boolean', default: false })
+          .option('all', { type: 'boolean', default: false, describe: 'run the command in every VM (output lines labelled), not only the first' }),
+      async (a) => {
+        exitCode = await cmdRun(a.file, !a.quiet, command, a.all);
+      })
       .command('status', 'list the VMs on this host', (y) =>
         y.option('job', { type: 'string' }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
       async (a) => cmdStatus(a.job, a.node, a.json))
+      .command('exec', 'run a command in a job\'s VM: vse exec [--job ID] [--vm N|--all] -- CMD (vse exec --help)', (y) => y, () => undefined)
       .command('cleanup', 'stop and remove everything of a job on this host', (y) =>
         y.option('job', { type: 'string', demandOption: true }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
       async (a) => cmdCleanup(a.job, a.node, a.json))
@@ -74,8 +87,12 @@ export async function main(argv: string[]): Promise<number> {
         throw Object.assign(new Error(msg), { usage: true });
       })
       .parseAsync();
-    return 0;
+    return exitCode;
   } catch (err) {
+    if (err instanceof Error && (err as { help?: boolean }).help) {
+      process.stdout.write(`${err.message}\n`);
+      return 0;
+    }
     if (err instanceof Error && (err as { usage?: boolean }).usage) {
       process.stderr.write(`vse: ${err.message}\n(vse --help lists the commands)\n`);
       return 2;

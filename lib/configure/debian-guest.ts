@@ -3,12 +3,13 @@
  * hook script that installs them, plus the units it masks.
  *
  * The guest: systemd, udev, D-Bus, qemu-guest-agent, an initramfs with only the virtio disk
- * drivers, no gettys, root on /dev/vda (ext4, the whole disk), and vse-ready.service, which sets
- * the hostname from vse.hostname= and says `VSE-READY <name>` on the org.vse.0 port.
+ * drivers, no gettys, root on /dev/vda (ext4, the whole disk), and vse-ready.service, which runs
+ * lib/guest/setup.sh (as in every guest: name, user, network, SSH server, shares, the ready line
+ * on the org.vse.0 port) and vse-task.
  */
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../site/paths.js';
+import { setupScript, taskBinary } from './guest-files.js';
 import type { Normalized } from './debian-spec.js';
 
 /** Units masked for a fast, login-less boot (firstboot would prompt on the console: machine-id is empty). */
@@ -22,15 +23,15 @@ After=systemd-udev-trigger.service systemd-udevd.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/local/sbin/vse-ready
+ExecStart=/bin/sh /usr/lib/vse/setup.sh
 TimeoutStartSec=90
 
 [Install]
 WantedBy=multi-user.target
 `;
 
-/** Loaded early by systemd-modules-load, so the readiness port exists before udev gets to it. */
-export const MODULES_LOAD = '# vse: the readiness agent talks on a virtio-serial port\nvirtio_console\n';
+/** Loaded early by systemd-modules-load, so the readiness port and the NICs exist before udev gets to them. */
+export const MODULES_LOAD = '# vse: the readiness agent talks on a virtio-serial port; the host reaches the guest over the network\nvirtio_console\nvirtio_net\nvirtiofs\n';
 
 /** Root is the whole virtio disk; a fresh overlay every boot, so no fsck pass. */
 export const FSTAB = '# <file system> <mount point> <type> <options> <dump> <pass>\n/dev/vda / ext4 rw,errors=remount-ro 0 0\n';
@@ -68,8 +69,9 @@ essential)
   install -D -m 0755 "$data/initramfs-hook" "$root/etc/initramfs-tools/hooks/vse"
   ;;
 pre)
-  step "installing the readiness agent (vse-ready.service), /etc/fstab, /etc/hostname, /etc/modules-load.d/vse.conf"
-  install -D -m 0755 "$data/vse-ready" "$root/usr/local/sbin/vse-ready"
+  step "installing the guest side of vse (/usr/lib/vse: setup.sh, vse-task; vse-ready.service), /etc/fstab, /etc/hostname, /etc/modules-load.d/vse.conf"
+  install -D -m 0755 "$data/setup.sh" "$root/usr/lib/vse/setup.sh"
+  install -D -m 0755 "$data/vse-task" "$root/usr/lib/vse/vse-task"
   install -D -m 0644 "$data/vse-ready.service" "$root/etc/systemd/system/vse-ready.service"
   install -m 0644 "$data/fstab" "$root/etc/fstab"
   install -m 0644 "$data/hostname" "$root/etc/hostname"
@@ -110,10 +112,6 @@ post)
 esac
 `;
 
-/** The readiness agent (lib/configure/debian-ready.sh), installed as /usr/local/sbin/vse-ready. */
-export function readyScript(): string {
-  return readFileSync(join(packageRoot, 'lib', 'configure', 'debian-ready.sh'), 'utf8');
-}
 
 /** Writes the hook script and its inputs (files above, name lists one per line) into dir, which becomes $VSE_HOOK_DATA. */
 export function writeData(dir: string, n: Normalized, includes: string[]): void {
@@ -125,7 +123,8 @@ export function writeData(dir: string, n: Normalized, includes: string[]): void 
   };
   const list = (items: readonly string[]): string => items.map((i) => `${i}\n`).join('');
   file('hook', HOOK_SCRIPT, 0o755);
-  file('vse-ready', readyScript(), 0o755);
+  writeFileSync(join(dir, 'setup.sh'), setupScript(), { mode: 0o755 });
+  writeFileSync(join(dir, 'vse-task'), taskBinary(), { mode: 0o755 });
   file('vse-ready.service', READY_UNIT);
   file('fstab', FSTAB);
   file('hostname', 'vse\n');

@@ -17,7 +17,8 @@ export interface DebianSpec {
 }
 
 /** Packages every Debian base has: an init, udev (it loads the virtio drivers). */
-export const DEBIAN_REQUIRED_PACKAGES = ['systemd-sysv', 'udev'] as const;
+/** The channel into the guest needs the SSH server (dropbear) and `ip` (lib/guest/setup.sh). */
+export const DEBIAN_REQUIRED_PACKAGES = ['systemd-sysv', 'udev', 'dropbear-bin', 'iproute2'] as const;
 /**
  * Packages the base adds unless the description lists them as absent: the guest agent (commands
  * from the host), and D-Bus, without which logind cannot run, so that neither the agent's

@@ -26,7 +26,8 @@ import { HostError, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type RunResult, run } from '../util/run.js';
 import { DEBIAN_DEFAULT_VARIANT, type DebianSpec, type Normalized, debianIncludes, normalize } from './debian-spec.js';
-import { DEBIAN_MASKED_UNITS, FSTAB, HOOK_SCRIPT, INITRAMFS_CONF, INITRAMFS_HOOK, MODULES_LOAD, READY_UNIT, readyScript, writeData } from './debian-guest.js';
+import { guestFilesDigest } from './guest-files.js';
+import { DEBIAN_MASKED_UNITS, FSTAB, HOOK_SCRIPT, INITRAMFS_CONF, INITRAMFS_HOOK, MODULES_LOAD, READY_UNIT, writeData } from './debian-guest.js';
 import { debianSources, defaultDebianRelease } from './debian-sources.js';
 import { buildFailure, hookArgument, runStreaming } from './mmdebstrap.js';
 import { BASE_CMDLINE, type Configuration } from './minimal.js';
@@ -41,7 +42,7 @@ export { buildLogOf, copyInAsRoot, hookArgument } from './mmdebstrap.js';
 export { subordinateIds } from './userns.js';
 
 /** Bumped whenever buildDebian changes what it produces (part of cache keys). */
-export const DEBIAN_BUILDER_VERSION = 1;
+export const DEBIAN_BUILDER_VERSION = 2;
 
 export interface DebianBuildOptions {
   /** Where the result goes; must not exist yet (it appears complete, by rename, or not at all). */
@@ -116,7 +117,7 @@ export function debianCacheKey(spec: DebianSpec, customizeHooks: string[][] = []
   const inputs = {
     archive: archiveState(),
     v: DEBIAN_BUILDER_VERSION, spec: { ...n, present: [...n.present].sort(), absent: [...n.absent].sort(), enable: [...n.enable].sort(), disable: [...n.disable].sort() },
-    sources: debianSources(spec), hooks: customizeHooks, hook: HOOK_SCRIPT, ready: readyScript(), unit: READY_UNIT, fstab: FSTAB,
+    sources: debianSources(spec), hooks: customizeHooks, hook: HOOK_SCRIPT, guest: guestFilesDigest(false), unit: READY_UNIT, fstab: FSTAB,
     masked: DEBIAN_MASKED_UNITS, dpkg: DPKG_OPTIONS, cmdline: DEBIAN_CMDLINE, initramfs: [INITRAMFS_CONF, INITRAMFS_HOOK], modules: MODULES_LOAD,
   };
   return createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 24);

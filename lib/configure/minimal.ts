@@ -9,12 +9,13 @@ import { run } from '../util/run.js';
 import { type CpioEntry, buildCpio } from './cpio.js';
 import { fetchKernel } from './kernel.js';
 import { buildOnce, publish } from './store.js';
+import { guestFilesDigest, minimalGuestEntries } from './guest-files.js';
 
-/** Kernel modules the guest loads (and their dependencies): the virtio bus, console and disk. */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk'];
+/** Kernel modules the guest loads (and their dependencies): the virtio bus, console, disk, network and file sharing. */
+export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk', 'virtio_net', 'virtiofs'];
 
 /** Bumped whenever the build below changes what it produces. */
-const BUILDER_VERSION = 1;
+const BUILDER_VERSION = 2;
 
 export const BUSYBOX = '/bin/busybox';
 
@@ -77,7 +78,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
   const kernel = await fetchKernel(opts.kernelPackage, cacheDir, log);
   const init = initScript();
   const busybox = readFileSync(BUSYBOX);
-  const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), modules: GUEST_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
+  const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), guest: guestFilesDigest(true), modules: GUEST_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
   const configsDir = join(cacheDir, 'configs');
   const dir = join(configsDir, key);
   if (existsSync(join(dir, 'manifest.json')) || opts.lookOnly) return configurationAt(dir, key, opts.lookOnly);
@@ -101,8 +102,10 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
       mkdirSync(out, { mode: 0o755 });
       copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
 
+      const baseDirs = ['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'];
+      const guest = (await minimalGuestEntries(log)).filter((e) => e.type !== 'dir' || !baseDirs.includes(e.path));
       const entries: CpioEntry[] = [
-        ...['bin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((p) => ({ path: p, type: 'dir' as const })),
+        ...baseDirs.map((p) => ({ path: p, type: 'dir' as const })),
         { path: 'dev/console', type: 'char', major: 5, minor: 1 },
         { path: 'dev/null', type: 'char', major: 1, minor: 3, mode: 0o666 },
         { path: 'bin/busybox', type: 'file', data: busybox, mode: 0o755 },
@@ -111,6 +114,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
         { path: 'etc/vse-release', type: 'file', data: Buffer.from(`key=${key}\nkernel=${kernel.name}\n`) },
         ...mods.map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: readFileSync(join(modDir, m)) })),
         { path: 'lib/modules/load-order', type: 'file', data: Buffer.from(mods.map((m) => basename(m).replace(/\.ko(\.\w+)?$/, '')).join('\n') + '\n') },
+        ...guest,
       ];
       writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
       await run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(out, 'disk.qcow2'), '64M'], { log, env: { PATH: '/usr/bin:/bin' } });

@@ -40,7 +40,7 @@ export async function runOnlineSteps(o: OnlineBuild): Promise<string> {
   const args = qemuArgs({
     name, accel, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: `${o.cmdline} vse.hostname=${name}`,
     overlay: o.disk, qmpSocket: f('qmp'), channelSocket: f('chan'), consoleLog: f('console.log'), pidFile: f('pid'),
-    agentSocket: f('qga'), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? o.site.qemuUser : undefined,
+    agentSocket: f('qga'), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
   });
   o.log.info(`online build: booting ${o.disk}`);
   const vm = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });

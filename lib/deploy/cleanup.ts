@@ -9,6 +9,7 @@ import { checkIdent } from '../rm/context.js';
 import { argvOf, isSameProcess, pidsMentioning, startTimeOf, terminate } from './proc.js';
 import { QEMU } from './qemu.js';
 import { jobDir, readRecord } from './state.js';
+import { teardownJobNetwork } from './net.js';
 
 /** A QEMU process started for this job directory (a user's process naming the path does not count). */
 function isOurQemu(pid: number, marker: string): boolean {
@@ -22,6 +23,8 @@ export interface CleanupResult {
   stopped: number[];
   /** Whether the job directory existed and was removed. */
   removed: boolean;
+  /** Network interfaces (bridge, taps) removed. */
+  links: string[];
 }
 
 export interface CleanupOptions {
@@ -58,8 +61,11 @@ export async function cleanupJob(o: CleanupOptions): Promise<CleanupResult> {
       o.log.info(`stopped pid ${pid} (${how})`);
     }
   }));
+  // the taps go once their QEMU has (a tap in use cannot be deleted), then the bridge
+  const links = await teardownJobNetwork(dir, o.log);
+  if (links.length) o.log.info(`removed ${links.join(' ')}`);
   const removed = existsSync(dir);
   rmSync(dir, { recursive: true, force: true });
   if (removed) o.log.info(`removed ${dir}`);
-  return { dir, stopped, removed };
+  return { dir, stopped, removed, links };
 }

@@ -12,9 +12,11 @@ import { run } from '../util/run.js';
 import { chooseAccel } from './accel.js';
 import { cleanupJob } from './cleanup.js';
 import { isSameProcess, sleep, startTimeOf } from './proc.js';
-import { QEMU, qemuArgs } from './qemu.js';
+import { MGMT_MAC, QEMU, jobNetMac, qemuArgs } from './qemu.js';
 import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, writeRecord } from './state.js';
+import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
 import { waitReady } from '../guest/ready.js';
+import { makeJobKey } from '../guest/ssh.js';
 
 export interface DeployEvents {
   vmStarting?(vm: VmRecord): void;
@@ -34,6 +36,34 @@ const QEMU_IMG = '/usr/bin/qemu-img';
 /** VM names are `<job>-<node>-<index>`: unique on the host and usable as a guest hostname. */
 export function vmName(ctx: JobContext, index: number): string {
   return `${ctx.jobId}-${ctx.node}-${index}`.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63);
+}
+
+/** A TCP port on loopback that nothing listens on right now (QEMU may still lose a race for it: deploy retries). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new HostError('no free port'))));
+    });
+  });
+}
+
+/** The user QEMU runs as: the job's own (so each job's VMs are apart from every other job's), or the site's fixed one. */
+export function qemuRunAs(site: SiteConfig, ctx: JobContext): string | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  return site.qemuUser === 'job' ? (ctx.uid === 0 ? 'nobody' : ctx.user) : site.qemuUser;
+}
+
+/** The kernel command line of one VM: what lib/guest/setup.sh reads. */
+export function guestCmdline(base: string, o: { vm: VmRecord; ctx: JobContext; keyBlob: string; net?: JobNetwork; all: VmRecord[] }): string {
+  const parts = [base, `vse.hostname=${o.vm.name}`, `vse.user=${o.ctx.user}:${o.ctx.uid}:${o.ctx.gid}`, `vse.key=${o.keyBlob}`, `vse.mgmt=${MGMT_MAC}`];
+  if (o.net && o.vm.address && o.vm.mac) {
+    parts.push(`vse.net=${o.vm.mac},${o.vm.address}/${JOB_PREFIX_LEN}`, `vse.hosts=${o.all.map((v) => `${v.name}=${v.address ?? ''}`).join(',')}`);
+  }
+  return parts.join(' ');
 }
 
 async function readPid(pidFile: string): Promise<number> {
@@ -72,36 +102,61 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     rec.accel = accel.accel;
     rec.accelReason = accel.reason;
     log.info(`accel ${accel.accel} (${accel.reason})`);
-    const asRoot = process.getuid?.() === 0;
+    const key = await makeJobKey(dir, ctx.uid, ctx.gid);
+    rec.keyFile = key.file;
+    const privateNet = d.resources.network.mode === 'private';
     rec.vms = Array.from({ length: d.vm.perNode }, (_, index) => ({
       index, name: vmName(ctx, index), state: 'starting' as const, memoryMiB: d.vm.memoryMiB, vcpus: d.vm.vcpus,
       overlay: join(dir, `vm${index}.qcow2`), qmpSocket: join(dir, `vm${index}.qmp`), channelSocket: join(dir, `vm${index}.chan`),
       consoleLog: join(dir, `vm${index}.console.log`), pidFile: join(dir, `vm${index}.pid`),
+      ...(privateNet ? { mac: jobNetMac(index), address: jobAddress(index) } : {}),
     }));
     await save();
+    const net = privateNet ? await setupJobNetwork(dir, rec.vms.length, log) : undefined;
+    if (net) {
+      rec.network = net;
+      rec.vms.forEach((vm, i) => (vm.tap = net.taps[i]));
+      await save();
+    }
+    const runAs = qemuRunAs(site, ctx);
     // Every start settles before the outcome counts: a failure must not race a sibling still starting.
     let aborted: string | undefined;
     const starts = await Promise.allSettled(rec.vms.map(async (vm) => {
       o.events?.vmStarting?.(vm);
       await run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log });
       const started = Date.now();
-      await run([QEMU, ...qemuArgs({
-        name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
-        cmdline: `${config.cmdline} vse.hostname=${vm.name}`, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
-        channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
-        runAs: asRoot ? site.qemuUser : undefined, sandbox: true,
-        ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
-      })], { log, timeoutMs: 60_000 });
+      const cmdline = guestCmdline(config.cmdline, { vm, ctx, keyBlob: key.publicBlob, net, all: rec.vms });
+      // the forwarded SSH port is picked free, but another process may take it first: QEMU then
+      // fails at once, and we try another
+      for (let attempt = 1; ; attempt++) {
+        vm.sshPort = await freePort();
+        const r = await run([QEMU, ...qemuArgs({
+          name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
+          cmdline, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
+          channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
+          runAs, sandbox: true,
+          mgmt: { mac: MGMT_MAC, sshPort: vm.sshPort },
+          ...(net && vm.mac ? { jobNet: { mac: vm.mac, tap: vm.tap, mcast: net.mcast } } : {}),
+          ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
+        })], { log, timeoutMs: 60_000, allowFailure: attempt < 3 });
+        if (r.exitCode === 0) break;
+        if (!/host forwarding|Address already in use/i.test(r.stderr)) {
+          throw new HostError(`QEMU failed to start VM ${vm.name}: ${r.stderr.trim()}`);
+        }
+        log.warn(`port ${vm.sshPort} was taken before QEMU got it; trying another`);
+      }
       vm.pid = await readPid(vm.pidFile);
       vm.startTime = startTimeOf(vm.pid);
       vm.startedAt = new Date(started).toISOString();
       await save();
       const pid = vm.pid;
       const startTime = vm.startTime;
-      await waitReady({
+      const ready = await waitReady({
         name: vm.name, channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, timeoutMs: site.bootTimeoutSec * 1000,
         check: () => aborted ?? (isSameProcess(pid, startTime) ? undefined : `QEMU (pid ${pid}) exited during boot`),
       });
+      if (!ready.hostKey) throw new HostError(`VM ${vm.name} started no SSH server (its image predates the guest channel?); see ${vm.consoleLog}`);
+      vm.hostKey = ready.hostKey;
       vm.state = 'ready';
       vm.bootMs = Date.now() - started;
       await save();

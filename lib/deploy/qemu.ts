@@ -21,6 +21,34 @@ export interface QemuVmSpec {
   foreground?: boolean;
   /** Use QEMU's seccomp sandbox (spawn stays allowed: -daemonize forks after it is installed). */
   sandbox: boolean;
+  /** The host's channel: user-mode network, isolated (restrict=on), the guest's SSH port forwarded to loopback. */
+  mgmt?: { mac: string; sshPort: number };
+  /** The job's private network: a tap on the job's bridge (root), or a loopback multicast group. */
+  jobNet?: { mac: string; tap?: string; mcast?: string };
+}
+
+/** MAC of the management NIC (the same in every VM: each has a user-mode network of its own). */
+export const MGMT_MAC = '52:54:00:12:34:56';
+
+/** MAC of VM index's NIC on the job's private network (unique on that network). */
+export function jobNetMac(index: number): string {
+  return `52:54:01:00:${((index >> 8) & 0xff).toString(16).padStart(2, '0')}:${(index & 0xff).toString(16).padStart(2, '0')}`;
+}
+
+function netArgs(vm: QemuVmSpec): string[] {
+  const a: string[] = [];
+  if (vm.mgmt) {
+    a.push('-netdev', `user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:${vm.mgmt.sshPort}-:22`,
+      '-device', `virtio-net-pci,netdev=mgmt,mac=${vm.mgmt.mac},romfile=`);
+  }
+  if (vm.jobNet) {
+    const n = vm.jobNet;
+    const backend = n.tap !== undefined ? `tap,id=jobnet,ifname=${n.tap},script=no,downscript=no`
+      : n.mcast !== undefined ? `socket,id=jobnet,mcast=${n.mcast},localaddr=127.0.0.1` : undefined;
+    if (backend === undefined) throw new Error('qemuArgs: jobNet needs a tap or a multicast group');
+    a.push('-netdev', backend, '-device', `virtio-net-pci,netdev=jobnet,mac=${n.mac},romfile=`);
+  }
+  return a;
 }
 
 export const QEMU = '/usr/bin/qemu-system-x86_64';
@@ -44,6 +72,7 @@ export function qemuArgs(vm: QemuVmSpec): string[] {
     '-device', 'virtserialport,bus=vser0.0,chardev=vsechan,name=org.vse.0',
     ...(vm.agentSocket !== undefined ? ['-chardev', `socket,id=qga,path=${vm.agentSocket},server=on,wait=off`, '-device', 'virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0'] : []),
     '-drive', `file=${vm.overlay},if=virtio,format=qcow2,cache=writeback,discard=unmap`,
+    ...netArgs(vm),
     '-no-reboot',
     '-pidfile', vm.pidFile,
     ...(vm.foreground ? [] : ['-daemonize']),

@@ -19,6 +19,14 @@ export interface VmRecord {
   channelSocket: string;
   consoleLog: string;
   pidFile: string;
+  /** Loopback port forwarded to the guest's SSH server. */
+  sshPort?: number;
+  /** `ssh-ed25519 BASE64`, announced by the guest on its virtio port. */
+  hostKey?: string;
+  /** On the job's private network. */
+  mac?: string;
+  address?: string;
+  tap?: string;
   error?: string;
 }
 
@@ -36,6 +44,9 @@ export interface DeploymentRecord {
   description: { name: string; file?: string };
   configuration?: { key: string; dir: string; kernelPackage: string };
   driver: 'qemu';
+  /** The job's SSH key (owned by the job's user). */
+  keyFile?: string;
+  network?: { mode: 'bridge' | 'mcast'; bridge?: string; mcast?: string; taps: string[] };
   accel?: 'kvm' | 'tcg';
   accelReason?: string;
   vms: VmRecord[];

@@ -12,7 +12,7 @@ export interface SiteConfig {
   stateDir: string;
   cacheDir: string;
   logDir: string;
-  /** QEMU drops root to this user (`-runas`) when started by root. */
+  /** QEMU drops root to this user (`-runas`) when started by root; `job`: the job's own user (nobody for root's jobs and for builds). */
   qemuUser: string;
   /** Debian package whose kernel the minimal guest boots. */
   kernelPackage: string;
@@ -84,7 +84,7 @@ export function loadSiteConfig(): SiteConfig {
     stateDir: root || admin.stateDir !== undefined ? (m.stateDir ?? '/run/vse') : userRun,
     cacheDir: root || admin.cacheDir !== undefined ? (m.cacheDir ?? '/var/cache/vse') : join(homedir(), '.cache', 'vse'),
     logDir: root || admin.logDir !== undefined ? (m.logDir ?? '/var/log/vse') : join(userRun, 'log'),
-    qemuUser: m.qemuUser ?? 'nobody',
+    qemuUser: m.qemuUser ?? 'job',
     kernelPackage: m.kernelPackage ?? 'linux-image-cloud-amd64',
     accel,
     bootTimeoutSec: m.bootTimeoutSec ?? 120,

@@ -3,7 +3,7 @@
  * packages the description asks for and an online build step (run in a booted guest, its disk
  * kept), boots it, and the guest agent confirms from inside the guest that the packages are
  * installed, the step's result is there, the VM has its name and its kernel options; the epilog
- * removes it.
+ * removes it. `vse exec` reaches the guest over its SSH channel.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,6 +68,10 @@ describe('a job on the Debian base', () => {
       agent.close();
       agent = undefined;
     }
+    // the job's channel (SSH to the guest's dropbear, vse-task) works in the Debian guest as in the minimal one
+    const x = await execa(bin('vse'), ['exec', '--job', '9001', '--', 'sh', '-c', 'hostname; id -u; cat /opt/input.txt; exit 4'], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    expect(x.exitCode, String(x.stderr)).toBe(4);
+    expect(String(x.stdout)).toBe('9001-d1-0\n0\nfrom the host');
     const e = await runHook('epilog', site.file, env);
     expect(e.exitCode, e.stderr).toBe(0);
     expect(qemuMentioning('/jobs/9001.d1/')).toEqual([]);

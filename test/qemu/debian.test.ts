@@ -102,7 +102,7 @@ describe('the Debian base', () => {
 
   it('is an ext4 image with the files root-owned (and other owners kept), the agent enabled, the service disabled', async () => {
     const r = await debugfs([
-      'stat /usr/bin/htop', 'stat /usr/local/sbin/vse-ready', 'stat /etc/systemd/system/vse-ready.service',
+      'stat /usr/bin/htop', 'stat /usr/lib/vse/setup.sh', 'stat /usr/lib/vse/vse-task', 'stat /usr/sbin/dropbear', 'stat /etc/systemd/system/vse-ready.service',
       'ls -l /etc/systemd/system/multi-user.target.wants', 'stat /lib/systemd/system/e2scrub_reap.service',
       'stat /usr/share/zoneinfo', 'stat /usr/bin/nano', 'stat /var/cache/apt/archives/partial', 'stat /usr/bin/passwd',
       'cat /etc/fstab', 'stat /etc/systemd/system/serial-getty@ttyS0.service', 'stat /boot/vmlinuz-' + base.kernelVersion,
@@ -113,8 +113,10 @@ describe('the Debian base', () => {
     expect(r.get('cat /opt/hello.txt')).toBe('hello from the host\n');
     expect(r.get('cat /opt/hook-ran')).toBe('built by 0\n');
     expect(owner(r.get('stat /usr/bin/htop'))).toBe('0:0');
-    expect(owner(r.get('stat /usr/local/sbin/vse-ready'))).toBe('0:0');
-    expect(mode(r.get('stat /usr/local/sbin/vse-ready'))).toBe('0755');
+    expect(owner(r.get('stat /usr/lib/vse/setup.sh'))).toBe('0:0');
+    expect(mode(r.get('stat /usr/lib/vse/vse-task'))).toBe('0755');
+    expect(owner(r.get('stat /usr/sbin/dropbear'))).toBe('0:0');
+    expect(mode(r.get('stat /usr/lib/vse/setup.sh'))).toBe('0755');
     expect(owner(r.get('stat /etc/systemd/system/vse-ready.service'))).toBe('0:0');
     expect(owner(r.get(`stat /boot/vmlinuz-${base.kernelVersion}`))).toBe('0:0');
     // ids other than root survive the namespace (apt's _apt is 42), and so do setuid bits

@@ -75,3 +75,27 @@ export async function vseStatus(site: string, args: string[] = []): Promise<{ vm
   const r = await execa(bin('vse'), ['status', '--json', ...args], { env: { VSE_SITE_CONFIG: site } });
   return JSON.parse(String(r.stdout)) as never;
 }
+
+/** The unprivileged job user of the suites (made here when missing, as the Slurm suite does). */
+export async function jobUser(name = 'vsetest'): Promise<{ user: string; uid: number; gid: number }> {
+  let r = await execa('id', ['-u', name], { reject: false });
+  if (r.exitCode !== 0) {
+    await execa('useradd', ['-m', '-d', `/home/${name}`, '-s', '/bin/bash', name]);
+    r = await execa('id', ['-u', name]);
+  }
+  const gid = Number(String((await execa('id', ['-g', name])).stdout).trim());
+  return { user: name, uid: Number(String(r.stdout).trim()), gid };
+}
+
+/** The installed vse (make install into VSE_PREFIX), which an unprivileged user can run wherever the checkout is. */
+export function installedVse(): string {
+  const prefix = process.env.VSE_PREFIX;
+  if (!prefix) throw new Error('VSE_PREFIX is not set: run this suite through make test-qemu');
+  return join(prefix, 'bin', 'vse');
+}
+
+/** Network interfaces whose names start with vse (bridges and taps of jobs). */
+export async function vseLinks(): Promise<string[]> {
+  const r = await execa('ip', ['-o', 'link', 'show']);
+  return String(r.stdout).split('\n').map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? '').filter((n) => n.startsWith('vse'));
+}
