@@ -46,7 +46,7 @@ setup: deps node_modules/.package-lock.json
 build: node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.build.json
 	$(MAKE) -C spank-bridge
-	$(MAKE) build/guest/vse-task
+	$(MAKE) build/guest/vse-task build/host/vse-userns
 	@mkdir -p build/bin
 	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
 
@@ -55,6 +55,11 @@ build/guest/vse-task: lib/guest/task.c
 	@mkdir -p build/guest
 	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
 	strip $@
+
+# runs virtiofsd as the job's user, capabilities confined to a user namespace (lib/deploy/shares.ts)
+build/host/vse-userns: lib/deploy/userns.c
+	@mkdir -p build/host
+	gcc -Os -Wall -Wextra -Werror -o $@ $<
 
 typecheck: node_modules/.package-lock.json
 	node_modules/.bin/tsc --noEmit -p .
@@ -106,6 +111,7 @@ install: build
 	install -D -m 644 lib/configure/init.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/init.sh
 	install -D -m 644 lib/guest/setup.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/guest/setup.sh
 	install -D -m 755 build/guest/vse-task $(DESTDIR)$(PREFIX)/lib/vse/build/guest/vse-task
+	install -D -m 755 build/host/vse-userns $(DESTDIR)$(PREFIX)/lib/vse/build/host/vse-userns
 	cd $(DESTDIR)$(PREFIX)/lib/vse && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 	printf '{"prefix":"%s","sysconfdir":"%s"}\n' "$(PREFIX)" "$(SYSCONFDIR)" > $(DESTDIR)$(PREFIX)/lib/vse/install.json
 	./.ci/launcher "$(NODE)" "$(PREFIX)/lib/vse/dist" vse > $(DESTDIR)$(PREFIX)/bin/vse

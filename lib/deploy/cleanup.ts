@@ -10,6 +10,7 @@ import { argvOf, isSameProcess, pidsMentioning, startTimeOf, terminate } from '.
 import { QEMU } from './qemu.js';
 import { jobDir, readRecord } from './state.js';
 import { teardownJobNetwork } from './net.js';
+import { sharePids } from './shares.js';
 
 /** A QEMU process started for this job directory (a user's process naming the path does not count). */
 function isOurQemu(pid: number, marker: string): boolean {
@@ -52,6 +53,8 @@ export async function cleanupJob(o: CleanupOptions): Promise<CleanupResult> {
     }
   }
   for (const pid of pidsMentioning(marker)) if (isOurQemu(pid, marker)) victims.add(pid);
+  // virtiofsd ends when its QEMU does, but not if QEMU never came
+  for (const pid of sharePids(dir)) victims.add(pid);
   const stopped: number[] = [];
   await Promise.all([...victims].map(async (pid) => {
     const before = startTimeOf(pid);

@@ -17,6 +17,7 @@ import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, writeRecord }
 import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
 import { waitReady } from '../guest/ready.js';
 import { makeJobKey } from '../guest/ssh.js';
+import { mountsParam, startShares } from './shares.js';
 
 export interface DeployEvents {
   vmStarting?(vm: VmRecord): void;
@@ -125,7 +126,10 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       o.events?.vmStarting?.(vm);
       await run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log });
       const started = Date.now();
-      const cmdline = guestCmdline(config.cmdline, { vm, ctx, keyBlob: key.publicBlob, net, all: rec.vms });
+      vm.shares = await startShares({ dir, index: vm.index, uid: ctx.uid, gid: ctx.gid, mounts: d.resources.mounts, log });
+      await save();
+      const mounts = mountsParam(vm.shares);
+      const cmdline = guestCmdline(config.cmdline, { vm, ctx, keyBlob: key.publicBlob, net, all: rec.vms }) + (mounts ? ` ${mounts}` : '');
       // the forwarded SSH port is picked free, but another process may take it first: QEMU then
       // fails at once, and we try another
       for (let attempt = 1; ; attempt++) {
@@ -136,6 +140,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
           channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
           runAs, sandbox: true,
           mgmt: { mac: MGMT_MAC, sshPort: vm.sshPort },
+          shares: vm.shares,
           ...(net && vm.mac ? { jobNet: { mac: vm.mac, tap: vm.tap, mcast: net.mcast } } : {}),
           ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
         })], { log, timeoutMs: 60_000, allowFailure: attempt < 3 });

@@ -25,6 +25,16 @@ export interface QemuVmSpec {
   mgmt?: { mac: string; sshPort: number };
   /** The job's private network: a tap on the job's bridge (root), or a loopback multicast group. */
   jobNet?: { mac: string; tap?: string; mcast?: string };
+  /** Host directories over virtio-fs (each served by a virtiofsd on `socket`); guest RAM is then shared memory. */
+  shares?: { tag: string; socket: string }[];
+}
+
+function shareArgs(vm: QemuVmSpec): string[] {
+  if (!vm.shares?.length) return [];
+  return [
+    '-object', `memory-backend-memfd,id=mem,size=${vm.memoryMiB}M,share=on`, '-numa', 'node,memdev=mem',
+    ...vm.shares.flatMap((s, k) => ['-chardev', `socket,id=fs${k},path=${s.socket}`, '-device', `vhost-user-fs-pci,chardev=fs${k},tag=${s.tag}`]),
+  ];
 }
 
 /** MAC of the management NIC (the same in every VM: each has a user-mode network of its own). */
@@ -73,6 +83,7 @@ export function qemuArgs(vm: QemuVmSpec): string[] {
     ...(vm.agentSocket !== undefined ? ['-chardev', `socket,id=qga,path=${vm.agentSocket},server=on,wait=off`, '-device', 'virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0'] : []),
     '-drive', `file=${vm.overlay},if=virtio,format=qcow2,cache=writeback,discard=unmap`,
     ...netArgs(vm),
+    ...shareArgs(vm),
     '-no-reboot',
     '-pidfile', vm.pidFile,
     ...(vm.foreground ? [] : ['-daemonize']),

@@ -27,6 +27,8 @@ export interface VmRecord {
   mac?: string;
   address?: string;
   tap?: string;
+  /** Host directories shared over virtio-fs. */
+  shares?: import('./shares.js').ShareRecord[];
   error?: string;
 }
 

@@ -18,6 +18,8 @@ export interface RunOptions {
   /** Do not throw on a non-zero exit; the caller inspects exitCode. */
   allowFailure?: boolean;
   input?: string;
+  /** Send stderr to this file instead of keeping it (for programs that leave a daemon behind). */
+  stderrFile?: string;
 }
 
 /** Quote an argv for logs and error messages (never for a shell: nothing here uses one). */
@@ -38,6 +40,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   opts.log?.info(`run: ${command}`);
   const started = Date.now();
   // loaded on first use: commands that start no tool (validate, a cache hit of create) start faster
+  if (opts.stderrFile !== undefined) return runToFile(file, args, command, opts.stderrFile, opts, started);
   const { execa } = await import('execa');
   const r = await execa(file, args, {
     cwd: opts.cwd,
@@ -68,4 +71,37 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     throw new HostError(`${command}: ${why}${output ? `\n${output}` : ''}`, { cause: r });
   }
   return result;
+}
+
+/**
+ * run() for a program that leaves a daemon behind (vse-userns): its stderr goes to a file by
+ * descriptor, so nothing of this process stays open in the daemon, and the call ends when the
+ * program does.
+ */
+async function runToFile(file: string, args: string[], command: string, stderrFile: string, opts: RunOptions, started: number): Promise<RunResult> {
+  const { closeSync, openSync, readFileSync } = await import('node:fs');
+  const { spawn } = await import('node:child_process');
+  const errFd = openSync(stderrFile, 'a', 0o640);
+  try {
+    const child = spawn(file, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', errFd], timeout: opts.timeoutMs });
+    let stdout = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+      child.on('error', reject);
+      child.on('close', (c, s) => resolve([c, s]));
+    });
+    const result: RunResult = { command, exitCode: code ?? -1, stdout, stderr: '', durationMs: Date.now() - started };
+    if ((code !== 0 || signal) && !opts.allowFailure) {
+      let output = '';
+      try {
+        output = tail(readFileSync(stderrFile, 'utf8'));
+      } catch {
+        // unreadable: the exit status says enough
+      }
+      throw new HostError(`${command}: ${signal ? `killed by ${signal}` : `exit code ${code}`}${output ? `\n${output}` : ''}`);
+    }
+    return result;
+  } finally {
+    closeSync(errFd);
+  }
 }

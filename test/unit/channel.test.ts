@@ -70,7 +70,7 @@ describe('vse-task (built by make build; the same binary runs in every guest)', 
     expect(task(line).status).toBe(0);
     expect(await ended).toBe('SIGTERM');
     // the background child ignored SIGTERM, but the group is killed once the command ends
-    expect(spawnSync('pgrep', ['-f', 'sleep 30$']).status).toBe(1);
+    expect(spawnSync('pgrep', ['-f', `sh -c .*touch ${marker}`]).status).toBe(1);
     expect(task(line).stderr).toContain(`no command ${id} runs`);
   });
 
@@ -141,3 +141,23 @@ describe('vse exec arguments', () => {
   });
 });
 
+
+describe('host directories over virtio-fs', () => {
+  it('virtiofsd runs as the job\'s user through vse-userns, read-only shares as read-only bind mounts', async () => {
+    const { USERNS, VIRTIOFSD, mountsParam, virtiofsdArgs } = await import('../../lib/deploy/shares.js');
+    expect(virtiofsdArgs({ uid: 1001, gid: 1002, host: '/data/in', mode: 'ro', socket: '/s/fs/vm0-0.sock' })).toEqual([
+      USERNS, '1001', '1002', '--ro', '/data/in', '--listen', '/s/fs/vm0-0.sock', '--', VIRTIOFSD, '--fd=3', '-o', 'source=/data/in', '-o', 'sandbox=namespace', '-o', 'cache=auto',
+    ]);
+    expect(virtiofsdArgs({ uid: 1001, gid: 1002, host: '/data/out', mode: 'rw', socket: '/s' })).not.toContain('--ro');
+    expect(mountsParam([{ tag: 'vse0', guest: '/in', mode: 'ro' }, { tag: 'vse1', guest: '/out', mode: 'rw' }] as never)).toBe('vse.mounts=vse0:/in:ro,vse1:/out:rw');
+    expect(mountsParam([])).toBeUndefined();
+  });
+  it('QEMU shares the guest\'s memory and adds one vhost-user-fs device per share', () => {
+    const a = qemuArgs({
+      name: 'n', accel: 'tcg', memoryMiB: 256, vcpus: 1, kernel: 'k', initrd: 'i', cmdline: 'c', overlay: 'o', qmpSocket: 'q', channelSocket: 'c', consoleLog: 'l', pidFile: 'p', sandbox: true,
+      shares: [{ tag: 'vse0', socket: '/s/a.sock' }, { tag: 'vse1', socket: '/s/b.sock' }],
+    });
+    expect(a.join(' ')).toContain('-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem');
+    expect(a.join(' ')).toContain('-chardev socket,id=fs1,path=/s/b.sock -device vhost-user-fs-pci,chardev=fs1,tag=vse1');
+  });
+});
