@@ -91,10 +91,13 @@ function must(plan: GuestPlan, argv: string[]): void {
   if (r.status !== 0) throw new Error(`${argv.join(' ')}: ${`${r.stderr ?? ''}${r.stdout ?? ''}`.trim() || (r.error?.message ?? `exit ${r.status}`)}`);
 }
 
-/** One offline step: as root, chrooted into the root view, in a network namespace of its own, stdin closed. */
+/**
+ * One offline step: as root, chrooted into the root view, stdin closed, in network and mount
+ * namespaces of its own (no network; what it mounts, /proc say, goes away with it).
+ */
 function runStep(plan: GuestPlan, s: GuestPlan['steps'][number]): Promise<GuestStepResult> {
   const argv = [
-    ...tool(plan, 'unshare'), '--net', ...tool(plan, 'chroot'), ROOT_VIEW,
+    ...tool(plan, 'unshare'), '--net', '--mount', ...tool(plan, 'chroot'), ROOT_VIEW,
     '/bin/sh', '-c', 'exec 2>&1; cd "$1" && exec /bin/sh -c "$2"', 'vse-step', s.workdir ?? '/', s.run,
   ];
   const started = Date.now();
