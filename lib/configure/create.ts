@@ -3,12 +3,12 @@
  * reused) first; the description's own files, build steps and boot options make a derived
  * configuration on top of it, keyed by the hash of everything that goes in.
  */
-import { copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Description } from '../descriptor/model.js';
 import type { SiteConfig } from '../site/config.js';
-import { HostError, UserError } from '../util/errors.js';
+import { HostError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { run } from '../util/run.js';
 import { applyFileOps } from './apply.js';
@@ -16,8 +16,7 @@ import { buildCpio, entriesOfTree, readCpio, writeTree } from './cpio.js';
 import { type Configuration, ensureMinimalGuest } from './minimal.js';
 import { type Builder, stageImports } from './stage.js';
 import { runOfflineSteps } from './steps.js';
-import { buildOnce, configDir, configsDir, publish, touchUsed } from './store.js';
-import type { IdMapping } from './userns.js';
+import { HEARTBEAT_MS, buildOnce, configDir, configsDir, publish, touchUsed } from './store.js';
 
 export interface CreateOptions {
   site: SiteConfig;
@@ -87,6 +86,14 @@ async function derive(d: Description, base: Configuration, o: CreateOptions, inp
     o.progress?.(`building ${key} on ${base.key}: ${what}`);
     const { default: tmp } = await import('tmp');
     const work = tmp.dirSync({ tmpdir: configsDir(o.site.cacheDir), prefix: `.build-${key}-`, unsafeCleanup: true });
+    // `vse gc` takes a .build-* directory left alone for a minute for a crashed build's: a build VM may run longer
+    const beat = setInterval(() => {
+      try {
+        utimesSync(work.name, new Date(), new Date());
+      } catch {
+        // gone: the build notices
+      }
+    }, HEARTBEAT_MS);
     try {
       const out = join(work.name, 'out');
       mkdirSync(out, { mode: 0o755 });
@@ -102,6 +109,7 @@ async function derive(d: Description, base: Configuration, o: CreateOptions, inp
       publish(out, dir);
       o.progress?.(`configuration ${key} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     } finally {
+      clearInterval(beat);
       work.removeCallback();
     }
     return load(dir, key);
@@ -154,6 +162,32 @@ async function minimalDerived(d: Description, base: Configuration, o: CreateOpti
   }
 }
 
+/**
+ * A Debian child's files and offline steps: its disk is an overlay of the parent's, changed inside a
+ * build VM (offline-vm.ts), and the parent's kernel and initramfs are kept; no mmdebstrap.
+ */
+async function debianDerived(d: Description, base: Configuration, o: CreateOptions): Promise<Configuration> {
+  const staged = await stageImports(d.files, o.builder, o.log);
+  try {
+    const { BUILD_VM_VERSION, applyInBuildVm } = await import('./offline-vm.js');
+    const inputs = { vm: BUILD_VM_VERSION, files: d.files, imports: staged.digests, build: d.build, boot: d.boot };
+    return await derive(d, base, o, inputs, `${d.files.length} file operation(s), ${d.build.length} offline step(s) in a build VM`, async (out, work) => {
+      const vm = join(work, 'vm');
+      mkdirSync(vm, { mode: 0o700 });
+      const log = await applyInBuildVm({
+        disk: join(out, 'disk.qcow2'), kernel: base.kernel, initrd: base.initrd, cmdline: base.cmdline, work: vm, staged, builder: o.builder,
+        steps: d.build, memoryMiB: Math.max(256, d.vm.memoryMiB), site: o.site, log: o.log, progress: o.progress,
+      });
+      return {
+        log: `vse: derived from ${base.key}: its disk is the backing file, its kernel and initramfs are kept; files and offline steps applied in a build VM (no mmdebstrap)\n${log}\n`,
+        manifest: { derivation: 'build-vm', files: d.files, build: d.build.map((s) => ({ name: s.name, mode: s.mode })), builder: o.builder.user },
+      };
+    });
+  } finally {
+    staged.cleanup();
+  }
+}
+
 /** Build or reuse the configuration of a description. */
 export async function ensureConfiguration(d: Description, o: CreateOptions): Promise<Configuration> {
   const say = o.progress ?? ((): void => undefined);
@@ -166,47 +200,10 @@ export async function ensureConfiguration(d: Description, o: CreateOptions): Pro
   // kernel options only: the base's files as they are, a command line of its own
   if (d.files.length === 0 && d.build.length === 0) return derive(d, base, o, { boot: d.boot }, 'kernel options', () => Promise.resolve({}));
   if (d.os.base === 'minimal') return minimalDerived(d, base, o);
-  if (d.files.length === 0 && d.build.every((s) => s.mode === 'online')) return online(d, base, o);
-  // files and offline steps go into the Debian tree before its image is made; online steps then run on that
-  const built = await debianWithFiles(d, o);
-  const rest = { ...d, files: [], build: d.build.filter((s) => s.mode === 'online') };
-  if (rest.build.length > 0) return online(rest, built, o);
-  return rest.boot.length > 0 ? derive(rest, built, o, { boot: rest.boot }, 'kernel options', () => Promise.resolve({})) : built;
-}
-
-/** Give the namespace's root what host root wrote into its tree (uid/gid 0 on the host is nobody inside). */
-function ownByNamespaceRoot(path: string, ids: IdMapping): void {
-  const st = lstatSync(path);
-  if (st.uid === 0 || st.gid === 0) lchownSync(path, st.uid === 0 ? ids.uid.start : st.uid, st.gid === 0 ? ids.gid.start : st.gid);
-  if (st.isDirectory()) for (const f of readdirSync(path)) ownByNamespaceRoot(join(path, f), ids);
-}
-
-/** A Debian configuration with the description's files and offline build steps in its tree. */
-async function debianWithFiles(d: Description, o: CreateOptions): Promise<Configuration> {
-  const staged = await stageImports(d.files, o.builder, o.log);
-  try {
-    const offline = d.build.filter((s) => s.mode === 'offline');
-    const { ensureDebianBase } = await import('./debian.js');
-    return await ensureDebianBase(d, {
-      cacheDir: o.site.cacheDir, kernelPackage: o.site.kernelPackage, log: o.log, lookOnly: o.lookOnly, progress: o.progress,
-      extra: {
-        inputs: { v: DERIVED_VERSION, files: d.files, imports: staged.digests, build: offline },
-        beforeImage: async (tree, ids, ns) => {
-          if (!ids.asRoot) throw new HostError('files and offline steps on the debian base are built by root only (the tree belongs to subordinate ids)');
-          const log = applyFileOps(tree, staged.ops);
-          ownByNamespaceRoot(tree, ids);
-          for (const s of offline) {
-            // as root of the build's user namespace, chrooted into the tree, without network
-            const r = await ns(['unshare', '--net', 'chroot', tree, '/bin/sh', '-c', 'cd "$1" && exec /bin/sh -c "$2"', 'vse-step', s.workdir ?? '/', s.run]);
-            const text = `${r.stdout}${r.stderr}`;
-            log.push(`--- step ${s.name} (offline, exit ${r.exitCode})`, text.trimEnd());
-            if (r.exitCode !== 0) throw new UserError(`build step "${s.name}" failed (exit ${r.exitCode}):\n${text.trim().split('\n').slice(-20).join('\n') || '(no output)'}`);
-          }
-          return log.join('\n');
-        },
-      },
-    });
-  } finally {
-    staged.cleanup();
-  }
+  const offline = d.build.filter((s) => s.mode === 'offline');
+  const onlineSteps = d.build.filter((s) => s.mode === 'online');
+  if (d.files.length === 0 && offline.length === 0) return online(d, base, o);
+  // files and offline steps on an overlay of the base's disk; online steps then run on that
+  const built = await debianDerived({ ...d, build: offline, boot: onlineSteps.length > 0 ? [] : d.boot }, base, o);
+  return onlineSteps.length > 0 ? online({ ...d, files: [], build: onlineSteps }, built, o) : built;
 }

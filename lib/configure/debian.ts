@@ -24,7 +24,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import type { Description } from '../descriptor/model.js';
 import { HostError, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { type RunResult, run } from '../util/run.js';
+import { run } from '../util/run.js';
 import { DEBIAN_DEFAULT_VARIANT, type DebianSpec, type Normalized, debianIncludes, normalize } from './debian-spec.js';
 import { guestFilesDigest } from './guest-files.js';
 import { DEBIAN_MASKED_UNITS, FSTAB, HOOK_SCRIPT, INITRAMFS_CONF, INITRAMFS_HOOK, MODULES_LOAD, READY_UNIT, writeData } from './debian-guest.js';
@@ -32,7 +32,7 @@ import { debianSources, defaultDebianRelease } from './debian-sources.js';
 import { buildFailure, hookArgument, runStreaming } from './mmdebstrap.js';
 import { BASE_CMDLINE, type Configuration } from './minimal.js';
 import { buildOnce, configDir, configsDir, isPublished, publish, touchUsed } from './store.js';
-import { type IdMapping, TOOL_PATH, checkTools, checkTraversable, nsPrefix, subordinateIds } from './userns.js';
+import { TOOL_PATH, checkTools, checkTraversable, nsPrefix, subordinateIds } from './userns.js';
 
 // The Debian base's names from before the split into parts, still importable from here.
 export { DEBIAN_DEFAULT_PACKAGES, DEBIAN_DEFAULT_VARIANT, DEBIAN_REQUIRED_PACKAGES, DEBIAN_VARIANTS, type DebianSpec, debianIncludes } from './debian-spec.js';
@@ -62,11 +62,6 @@ export interface DebianBuildOptions {
   onProgress?: (line: string) => void;
   /** Limit for the mmdebstrap run (default 30 min). */
   timeoutMs?: number;
-  /**
-   * Work on the finished tree before the image is made (file operations, offline build steps):
-   * `ns` runs a command as the root of the build's user namespace. Returns lines for the build log.
-   */
-  beforeImage?: (tree: string, ids: IdMapping, ns: (argv: string[]) => Promise<RunResult>) => Promise<string>;
 }
 
 export interface DebianBase {
@@ -269,10 +264,6 @@ export async function buildDebian(spec: DebianSpec, o: DebianBuildOptions): Prom
     const notRemoved = n.absent.filter((p) => installed.has(p));
     if (notRemoved.length > 0) throw new HostError(`the image still has ${notRemoved.join(', ')} although they were removed (installed again by a customize hook?)`);
     const kernel = pickKernel(tree, packages, n);
-    if (o.beforeImage) {
-      note('vse: file operations and offline build steps');
-      for (const l of (await o.beforeImage(tree, ids, (a) => run([...ns, ...a], { env: ENV, log, allowFailure: true, timeoutMs: 3_600_000 }))).split('\n')) lines.push(l);
-    }
 
     // The ext4 image, made without mounting, as root of the namespace (root-owned files inside).
     const du = await nsRun(['du', '-sxm', tree]);
@@ -357,8 +348,6 @@ export interface EnsureDebianOptions {
   lookOnly?: boolean;
   progress?: (line: string) => void;
   customizeHooks?: string[][];
-  /** What beforeImage puts in (part of the key), and the work itself. */
-  extra?: { inputs: unknown; beforeImage: NonNullable<DebianBuildOptions['beforeImage']> };
 }
 
 function debianConfigurationAt(dir: string, key: string): Configuration {
@@ -371,7 +360,7 @@ function debianConfigurationAt(dir: string, key: string): Configuration {
 export async function ensureDebianBase(d: Description, o: EnsureDebianOptions): Promise<Configuration> {
   const spec = debianSpecOf(d, o.kernelPackage);
   const hooks = o.customizeHooks ?? [];
-  const key = o.extra ? createHash('sha256').update(JSON.stringify([debianCacheKey(spec, hooks), o.extra.inputs])).digest('hex').slice(0, 24) : debianCacheKey(spec, hooks);
+  const key = debianCacheKey(spec, hooks);
   const dir = configDir(o.cacheDir, key);
   if (o.lookOnly) {
     return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), disk: join(dir, 'disk.qcow2'), cmdline: DEBIAN_CMDLINE, kernelPackage: spec.kernelPackage };
@@ -379,7 +368,7 @@ export async function ensureDebianBase(d: Description, o: EnsureDebianOptions): 
   mkdirSync(configsDir(o.cacheDir), { recursive: true, mode: 0o755 });
   return buildOnce(o.cacheDir, key, o.log, async () => {
     o.progress?.(`building the Debian ${spec.release} base ${key} (mmdebstrap, about a minute)`);
-    await buildDebian(spec, { outDir: dir, workDir: workDirFor(o.cacheDir), log: o.log, customizeHooks: hooks, ...(o.progress ? { onProgress: o.progress } : {}), ...(o.extra ? { beforeImage: o.extra.beforeImage } : {}) });
+    await buildDebian(spec, { outDir: dir, workDir: workDirFor(o.cacheDir), log: o.log, customizeHooks: hooks, ...(o.progress ? { onProgress: o.progress } : {}) });
     return debianConfigurationAt(dir, key);
   }, () => debianConfigurationAt(dir, key));
 }

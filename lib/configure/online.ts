@@ -1,7 +1,11 @@
 /**
- * Online build steps: the configuration's disk is booted in a VM, each step runs inside the guest
- * (through the guest agent), the guest powers off cleanly, and the changed disk becomes the new
- * configuration's disk. Nothing of it runs on the host.
+ * Build VMs: a configuration's disk (an overlay the caller made) booted under QEMU in the
+ * foreground, so that work can be done inside the guest and the changed disk kept once the guest
+ * has powered off cleanly. Nothing of that work runs on the host.
+ *
+ * Online build steps use it with the guest's own init: the guest boots, each step runs inside it
+ * through the guest agent, and the guest powers off. offline-vm.ts boots the same way with an init
+ * of its own for the files and offline steps of a Debian child.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -15,7 +19,7 @@ import { HostError, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { tail } from '../util/run.js';
 
-export interface OnlineBuild {
+export interface BuildVmOptions {
   /** The disk to boot and change (an overlay the caller made). */
   disk: string;
   kernel: string;
@@ -23,27 +27,44 @@ export interface OnlineBuild {
   cmdline: string;
   /** A directory for the VM's sockets and console log. */
   work: string;
-  steps: Description['build'];
   memoryMiB: number;
   site: SiteConfig;
   log: Logger;
-  progress?: (line: string) => void;
+  /** Give the VM a guest agent socket (work/qga). */
+  agent?: boolean;
+  /** More QEMU arguments (extra drives). */
+  extraArgs?: string[];
 }
 
-const POWEROFF_MS = 120_000;
+export interface BuildVm {
+  name: string;
+  /** The console log (the guest's serial port). */
+  consoleLog: string;
+  /** Resolves once QEMU has exited. */
+  ended: Promise<void>;
+  exited(): boolean;
+  /** The end of QEMU's standard error. */
+  stderr(): string;
+  /** Wait for QEMU to exit on its own; past `ms` it is killed, and the answer is false. */
+  waitExit(ms: number): Promise<boolean>;
+  /** Kill QEMU if it still runs, and wait for it. */
+  stop(): Promise<void>;
+}
 
-/** Boot, run the steps inside, power off. Returns the steps' output for the build log. */
-export async function runOnlineSteps(o: OnlineBuild): Promise<string> {
-  const name = 'vse-build';
+export const BUILD_VM_NAME = 'vse-build';
+
+/** Start a build VM (QEMU in the foreground, a child of this process, unprivileged when we are root). */
+export async function startBuildVm(o: BuildVmOptions): Promise<BuildVm> {
+  const name = BUILD_VM_NAME;
   const f = (n: string): string => join(o.work, n);
   const { accel } = await chooseAccel(o.site.accel, o.kernel, o.site.stateDir, o.log);
   const args = qemuArgs({
-    name, accel, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: `${o.cmdline} vse.hostname=${name}`,
+    name, accel, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline,
     overlay: o.disk, qmpSocket: f('qmp'), channelSocket: f('chan'), consoleLog: f('console.log'), pidFile: f('pid'),
-    agentSocket: f('qga'), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
+    ...(o.agent ? { agentSocket: f('qga') } : {}), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
   });
-  o.log.info(`online build: booting ${o.disk}`);
-  const vm = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  o.log.info(`build VM: booting ${o.disk}`);
+  const vm = spawn(QEMU, [...args, ...(o.extraArgs ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   vm.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   let exited = false;
@@ -51,11 +72,42 @@ export async function runOnlineSteps(o: OnlineBuild): Promise<string> {
     exited = true;
     resolve();
   }));
+  const waitExit = async (ms: number): Promise<boolean> => {
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      vm.kill('SIGKILL');
+    }, ms);
+    await ended;
+    clearTimeout(timer);
+    return !killed;
+  };
+  return {
+    name, consoleLog: f('console.log'), ended, exited: () => exited, stderr: () => stderr, waitExit,
+    stop: async () => {
+      if (!exited) {
+        vm.kill('SIGKILL');
+        await ended;
+      }
+    },
+  };
+}
+
+export interface OnlineBuild extends Omit<BuildVmOptions, 'agent' | 'extraArgs'> {
+  steps: Description['build'];
+  progress?: (line: string) => void;
+}
+
+const POWEROFF_MS = 120_000;
+
+/** Boot, run the steps inside, power off. Returns the steps' output for the build log. */
+export async function runOnlineSteps(o: OnlineBuild): Promise<string> {
+  const vm = await startBuildVm({ ...o, cmdline: `${o.cmdline} vse.hostname=${BUILD_VM_NAME}`, agent: true });
   let agent: GuestAgent | undefined;
   let out = '';
   try {
-    await waitReady({ name, channelSocket: f('chan'), consoleLog: f('console.log'), timeoutMs: o.site.bootTimeoutSec * 1000, check: () => (exited ? `QEMU exited: ${tail(stderr, 5)}` : undefined) });
-    agent = await GuestAgent.open(f('qga'), 120_000);
+    await waitReady({ name: vm.name, channelSocket: join(o.work, 'chan'), consoleLog: vm.consoleLog, timeoutMs: o.site.bootTimeoutSec * 1000, check: () => (vm.exited() ? `QEMU exited: ${tail(vm.stderr(), 5)}` : undefined) });
+    agent = await GuestAgent.open(join(o.work, 'qga'), 120_000);
     for (const s of o.steps) {
       o.progress?.(`online step ${s.name}`);
       const started = Date.now();
@@ -67,16 +119,10 @@ export async function runOnlineSteps(o: OnlineBuild): Promise<string> {
     }
     // a clean power-off, so that everything the steps wrote is on the disk
     agent.request('guest-exec', { path: '/bin/systemctl', arg: ['poweroff'] }).catch(() => undefined);
-    const timer = setTimeout(() => vm.kill('SIGKILL'), POWEROFF_MS);
-    await ended;
-    clearTimeout(timer);
-    if (vm.signalCode === 'SIGKILL') throw new HostError(`the build VM did not power off within ${POWEROFF_MS / 1000} s; its disk is not kept`);
+    if (!(await vm.waitExit(POWEROFF_MS))) throw new HostError(`the build VM did not power off within ${POWEROFF_MS / 1000} s; its disk is not kept`);
     return out;
   } finally {
     agent?.close();
-    if (!exited) {
-      vm.kill('SIGKILL');
-      await ended;
-    }
+    await vm.stop();
   }
 }

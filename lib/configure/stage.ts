@@ -1,7 +1,7 @@
 /**
  * Host files a description imports, read with the job user's rights, never root's: `tar` runs as
  * that user and writes an archive into a directory only that user owns; the archive is what the
- * image gets (and what the configuration key hashes).
+ * configuration key hashes, and its extracted copy what the image gets.
  */
 import { createHash } from 'node:crypto';
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -25,7 +25,8 @@ export function builderFor(uid: number, gid: number, user: string): Builder {
   return uid === 0 ? { uid: 65534, gid: 65534, user: 'nobody' } : { uid, gid, user };
 }
 
-async function asBuilder(b: Builder, argv: string[], log: Logger): Promise<void> {
+/** Run a command as the builder (the job's user), with a bare environment; a failure quotes its stderr. */
+export async function asBuilder(b: Builder, argv: string[], log: Logger): Promise<void> {
   const switching = process.getuid?.() === 0 && b.uid !== 0;
   log.info(`run as ${b.user}: ${quoteCommand(argv)}`);
   const { execa } = await import('execa');
@@ -70,6 +71,7 @@ export async function stageImports(files: FileOp[], b: Builder, log: Logger): Pr
         throw new UserError(`<import> ${f.path}: cannot read ${f.from} as ${b.user}: ${(err as Error).message}; hint: host files are read with the job user's rights`, { cause: err });
       }
       digests.push(createHash('sha256').update(readFileSync(tar)).digest('hex'));
+      rmSync(tar); // the extracted copy is what the image gets: the staging directory holds only the imports
       ops.push({ op: 'import', path: f.path, staged: join(out, basename(f.from)), ...(f.mode ? { mode: f.mode } : {}) });
     }
   } catch (err) {
