@@ -42,10 +42,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 setup: deps node_modules/.package-lock.json
 
+# dist/: tsc's modules, and dist/bundle/ the programs bundled, with code caches for the launchers'
+# node (.ci/bundle.js). build/bin/: launchers; node reads them as CommonJS, as the installed vse.
 build: node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.build.json
+	$(NODE) .ci/bundle.js
 	$(MAKE) -C spank-bridge
 	@mkdir -p build/bin
+	@echo '{"type":"commonjs"}' > build/bin/package.json
 	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
 
 typecheck: node_modules/.package-lock.json
