@@ -43,11 +43,15 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 setup: deps node_modules/.package-lock.json
 
+# dist/: tsc's modules, and dist/bundle/ the programs bundled, with code caches for the launchers'
+# node (.ci/bundle.js). build/bin/: launchers; node reads them as CommonJS, as the installed vse.
 build: node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.build.json
+	$(NODE) .ci/bundle.js
 	$(MAKE) -C spank-bridge
 	$(MAKE) build/guest/vse-task build/host/vse-userns
 	@mkdir -p build/bin
+	@echo '{"type":"commonjs"}' > build/bin/package.json
 	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
 
 # vse-task runs inside every guest: static, so it needs nothing of the guest's libraries

@@ -1,6 +1,7 @@
 /**
- * bench/create: `vse create` as whole CLI runs. A cache hit (the configuration exists) against bare
- * node start-up, interleaved; and cold builds of the minimal guest (base, then a derived
+ * bench/create: `vse create` as whole CLI runs (build/bin/vse: the launcher, the bundled CLI and
+ * its code caches, as `make install` installs them). A cache hit (the configuration exists) against
+ * bare node start-up, interleaved; and cold builds of the minimal guest (base, then a derived
  * configuration with an import and a build step) into an empty cache. Goals: hit under 100 ms,
  * minimal build under 5 s.
  * With --debian: a cold build of a Debian base through vse against a bare mmdebstrap of the same

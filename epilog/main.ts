@@ -20,5 +20,3 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     log.info(`clean: stopped ${r.stopped.length} VM(s)`);
   });
 }
-
-process.exitCode = await main();

@@ -14,5 +14,3 @@ export async function main(env: NodeJS.ProcessEnv = process.env): Promise<number
     log.info(`${rec.vms.length} VM(s) of "${description.name}" ready in ${((Date.now() - t0) / 1000).toFixed(2)} s (${rec.accel})`);
   });
 }
-
-process.exitCode = await main();

@@ -1,4 +1,5 @@
 /** The CLI's commands: each parses its arguments, calls lib/, and prints the outcome. */
+import { userInfo } from 'node:os';
 import { resolve as resolvePath } from 'node:path';
 import { explain, formatExplain } from '../descriptor/explain.js';
 import { MAX_BUNDLE_BYTES, type Resolution, makeBundle, resolveFile } from '../descriptor/resolve.js';
@@ -50,7 +51,6 @@ export async function cmdCreate(file: string, json: boolean, verbose: boolean): 
   const { createLogger } = await import('../util/log.js');
   const { ensureConfiguration } = await import('../configure/create.js');
   const { builderFor } = await import('../configure/stage.js');
-  const { userInfo } = await import('node:os');
   const u = userInfo();
   const log = createLogger({ tag: 'vse create', verbose: false });
   const tty = process.stderr.isTTY && !json;
@@ -105,7 +105,6 @@ export async function cmdDestroy(what: string): Promise<void> {
     const { ensureConfiguration } = await import('../configure/create.js');
     const { builderFor } = await import('../configure/stage.js');
     const { createLogger } = await import('../util/log.js');
-    const { userInfo } = await import('node:os');
     const u = userInfo();
     const known = new Set(listConfigurations(site.cacheDir).map((c) => c.key));
     // the key needs the inputs hashed, not a build: only look, never build here

@@ -1,9 +1,7 @@
 /** Safe XML reading: size and depth limits, no DTDs or entities, a located element tree. */
-import { createRequire } from 'node:module';
-import type * as Fxp from 'fast-xml-parser';
-
-// The parser's CommonJS bundle loads in a few ms, its ES modules in ~30 (vse validate runs at every submission).
-const { XMLParser, XMLValidator } = createRequire(import.meta.url)('fast-xml-parser') as typeof Fxp;
+// The programs' bundles take the parser's CommonJS build, one file (.ci/bundle.js); its ES modules
+// would take ~30 ms to load (vse validate runs at every submission).
+import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import type { Problem } from './problem.js';
 
 export const MAX_BYTES = 1024 * 1024;
