@@ -92,7 +92,7 @@ test-slurm: test-prefix
 
 # One short run of each benchmark: they keep working (their figures come from `make bench`).
 bench-smoke: build
-	node dist/bench/boot.js --runs 1 --json
+	node dist/bench/deploy.js --runs 1 --vms 2 --json
 	node dist/bench/resolve.js --runs 1 --json
 	node dist/bench/create.js --runs 1 --json
 
@@ -133,7 +133,7 @@ demo: setup build
 	build/bin/vse run examples/hello.xml
 
 bench: build
-	node dist/bench/boot.js
+	node dist/bench/deploy.js
 	node dist/bench/resolve.js
 	node dist/bench/create.js
 

@@ -116,13 +116,24 @@ export async function cmdDestroy(what: string): Promise<void> {
   process.stderr.write(`vse destroy: removed ${key}\n`);
 }
 
-/** `vse gc`: remove configurations no running job uses, older than --older-than days (or all), and leftovers of crashed builds. */
+/**
+ * `vse gc`: first what ended jobs left on this host (their epilog never ran), then configurations no
+ * running job uses, older than --older-than days (or all), and leftovers of crashed builds.
+ */
 export async function cmdGc(olderThanDays: number, dryRun: boolean, json: boolean): Promise<void> {
   const site = loadSiteConfig();
   const { gcConfigurations } = await import('../configure/store.js');
+  const { gcJobs } = await import('../deploy/gc.js');
+  const { createLogger } = await import('../util/log.js');
+  const jobs = await gcJobs(site.stateDir, createLogger({ tag: 'vse gc', verbose: false }), dryRun);
   const r = gcConfigurations(site.cacheDir, await keysInUse(site.stateDir, site.cacheDir), olderThanDays * 86_400_000, dryRun);
-  if (json) out(JSON.stringify(r));
-  else process.stderr.write(`vse gc: ${dryRun ? 'would remove' : 'removed'} ${r.removed.length} configuration(s)${r.removed.length ? `: ${r.removed.join(' ')}` : ''}; kept ${r.kept.length}; ${r.leftovers} leftover(s) of crashed builds\n`);
+  if (json) {
+    out(JSON.stringify({ ...r, jobs }));
+    return;
+  }
+  const verb = dryRun ? 'would remove' : 'removed';
+  for (const j of jobs.removed) process.stderr.write(`vse gc: ${verb} job ${j.job} on ${j.node}: ${j.why}\n`);
+  process.stderr.write(`vse gc: ${verb} ${jobs.removed.length} ended job(s), kept ${jobs.kept.length}; ${verb} ${r.removed.length} configuration(s)${r.removed.length ? `: ${r.removed.join(' ')}` : ''}; kept ${r.kept.length}; ${r.leftovers} leftover(s) of crashed builds\n`);
 }
 
 export async function cmdStatus(job: string | undefined, node: string | undefined, json: boolean): Promise<void> {

@@ -24,7 +24,7 @@ export async function runYargs(argv: string[], command: string[] = []): Promise<
     .command('destroy <what>', 'remove a configuration: by key, or the one a description yields', (y) =>
       y.positional('what', { type: 'string', demandOption: true, describe: 'a configuration key or a description file' }),
     async (a) => cmdDestroy(a.what))
-    .command('gc', 'remove configurations no job uses and leftovers of crashed builds', (y) =>
+    .command('gc', 'remove what ended jobs left on this host, configurations no job uses, leftovers of crashed builds', (y) =>
       y.option('older-than', { type: 'number', default: 30, describe: 'days since last use' }).option('dry-run', { type: 'boolean', default: false }).option('json', { type: 'boolean', default: false }),
     async (a) => cmdGc(a.olderThan, a.dryRun, a.json))
     .command('run <file>', 'boot the description\'s VMs on this machine, run a command in them (run FILE -- CMD...), remove them', (y) =>

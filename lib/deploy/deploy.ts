@@ -11,7 +11,7 @@ import type { Logger } from '../util/log.js';
 import { run } from '../util/run.js';
 import { chooseAccel } from './accel.js';
 import { cleanupJob } from './cleanup.js';
-import { isSameProcess, sleep, startTimeOf } from './proc.js';
+import { bootId, isSameProcess, sleep, startTimeOf } from './proc.js';
 import { MGMT_MAC, QEMU, jobNetMac, qemuArgs } from './qemu.js';
 import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, writeRecord } from './state.js';
 import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
@@ -91,6 +91,9 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     version: 1, job: ctx.jobId, node: ctx.node, uid: ctx.uid, gid: ctx.gid, user: ctx.user, scheduler: ctx.scheduler,
     dir, state: 'deploying', createdAt: new Date().toISOString(),
     description: { name: d.name, file: ctx.descriptionFile }, driver: 'qemu', vms: [],
+    bootId: bootId(),
+    // without a scheduler the job lives as long as the process that deployed it (vse run): gc checks it
+    ...(ctx.scheduler === 'local' ? { owner: { pid: process.pid, startTime: startTimeOf(process.pid) } } : {}),
   };
   writeRecord(rec);
   // Record writes are serialised so that parallel VM starts never lose each other's updates.

@@ -46,6 +46,10 @@ export interface DeploymentRecord {
   description: { name: string; file?: string };
   configuration?: { key: string; dir: string; kernelPackage: string };
   driver: 'qemu';
+  /** The host's boot when deployed: after a reboot nothing of the job runs any more. */
+  bootId?: string;
+  /** The process the job lives as long as (vse run, no scheduler). */
+  owner?: { pid: number; startTime?: number };
   /** The job's SSH key (owned by the job's user). */
   keyFile?: string;
   network?: { mode: 'bridge' | 'mcast'; bridge?: string; mcast?: string; taps: string[] };

@@ -71,7 +71,7 @@ export function qemuMentioning(text: string): number[] {
   return pids;
 }
 
-export async function vseStatus(site: string, args: string[] = []): Promise<{ vm: string; node: string; state: string; pid: number; accel: string; console: string }[]> {
+export async function vseStatus(site: string, args: string[] = []): Promise<{ job: string; vm: string; node: string; state: string; pid: number; accel: string; console: string }[]> {
   const r = await execa(bin('vse'), ['status', '--json', ...args], { env: { VSE_SITE_CONFIG: site } });
   return JSON.parse(String(r.stdout)) as never;
 }

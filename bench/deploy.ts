@@ -1,10 +1,17 @@
 /**
- * bench/boot: time-to-ready of one VM through vse (deploy: overlay, detached QEMU, the guest's ready
- * signal) against a bare `qemu-system-x86_64` boot of the same kernel and initramfs, same run.
- * Usage: node dist/bench/boot.js [--runs N] [--json]
+ * bench/deploy: `vse deploy` against bare QEMU, same run, same kernel and initramfs.
+ * - one VM: time to ready through deploy (overlay, job key, private network, detached QEMU as the
+ *   job's user, the guest's SSH server up and its ready line) vs a bare `qemu-system-x86_64` boot
+ *   to the guest's ready line (goal: ratio at most 1.10);
+ * - 8 VMs on one node: time until all are ready vs 8 x one VM's time / cores (goal: at most 1.25);
+ * - host memory per VM: QEMU's resident set vs the guest's memory (goal: at most guest + 40 MiB);
+ * - cleanup of those 8 VMs (goal: under 2 s).
+ * Usage: node dist/bench/deploy.js [--runs N] [--vms N] [--json]
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureMinimalGuest } from '../lib/configure/minimal.js';
 import { chooseAccel } from '../lib/deploy/accel.js';
@@ -18,6 +25,7 @@ import { median } from './stats.js';
 
 const args = process.argv.slice(2);
 const runs = Number(args[args.indexOf('--runs') + 1] ?? 0) || 5;
+const many = Number(args[args.indexOf('--vms') + 1] ?? 0) || 8;
 const json = args.includes('--json');
 
 
@@ -59,6 +67,7 @@ async function main(): Promise<void> {
   };
   const vse: number[] = [];
   const bare: number[] = [];
+  let multi: { vms: number; allReadyMs: number; expectedMs: number; ratio: number; rssMiB: number[]; guestMiB: number; overheadMiB: number; cleanupMs: number } | undefined;
   try {
     // alternate, so that drift in the machine's load hits both sides alike
     for (let i = 0; i < runs; i++) {
@@ -70,16 +79,39 @@ async function main(): Promise<void> {
       await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log: silentLogger });
       if (!json) process.stderr.write(`run ${i + 1}/${runs}: bare ${(bare[i]! / 1000).toFixed(2)} s, vse ${(vse[i]! / 1000).toFixed(2)} s\n`);
     }
+    // many VMs of one job on one node: all ready, memory, cleanup
+    const cores = availableParallelism();
+    const ctx = { jobId: 'bench-many', node: 'b', uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, user: 'bench', scheduler: 'local' as const };
+    const t0 = performance.now();
+    const rec = await deploy({ ctx, description: { ...description, vm: { ...description.vm, perNode: many } }, site, log: silentLogger });
+    const allReadyMs = performance.now() - t0;
+    const rssMiB = rec.vms.map((v) => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${v.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+    const c0 = performance.now();
+    await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log: silentLogger });
+    const cleanupMs = performance.now() - c0;
+    const expectedMs = (many * median(vse)) / Math.min(cores, many);
+    multi = {
+      vms: many, allReadyMs: Math.round(allReadyMs), expectedMs: Math.round(expectedMs), ratio: Number((allReadyMs / expectedMs).toFixed(3)),
+      rssMiB: rssMiB.map((m) => Math.round(m)), guestMiB: description.vm.memoryMiB, overheadMiB: Math.round(Math.max(...rssMiB) - description.vm.memoryMiB), cleanupMs: Math.round(cleanupMs),
+    };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const result = { accel, runs, bareMedianMs: Math.round(median(bare)), vseMedianMs: Math.round(median(vse)), ratio: Number((median(vse) / median(bare)).toFixed(3)), bareMs: bare.map(Math.round), vseMs: vse.map(Math.round) };
+  const result = { accel, runs, bareMedianMs: Math.round(median(bare)), vseMedianMs: Math.round(median(vse)), ratio: Number((median(vse) / median(bare)).toFixed(3)), bareMs: bare.map(Math.round), vseMs: vse.map(Math.round), multi };
   if (json) console.log(JSON.stringify(result));
   else {
     console.log(`boot to ready, one VM, ${accel}, median of ${runs}:`);
     console.log(`  bare qemu-system-x86_64   ${(result.bareMedianMs / 1000).toFixed(3)} s`);
     console.log(`  vse deploy                ${(result.vseMedianMs / 1000).toFixed(3)} s`);
-    console.log(`  ratio vse/bare            ${result.ratio}`);
+    console.log(`  ratio vse/bare            ${result.ratio}   (goal <= 1.10)`);
+    if (multi) {
+      console.log(`${multi.vms} VMs of one job on one node (${availableParallelism()} cores):`);
+      console.log(`  all ready after           ${(multi.allReadyMs / 1000).toFixed(3)} s`);
+      console.log(`  ${multi.vms} x one VM / cores      ${(multi.expectedMs / 1000).toFixed(3)} s`);
+      console.log(`  ratio                     ${multi.ratio}   (goal <= 1.25)`);
+      console.log(`  QEMU resident memory      ${Math.min(...multi.rssMiB)}-${Math.max(...multi.rssMiB)} MiB for ${multi.guestMiB} MiB guests: +${multi.overheadMiB} MiB   (goal <= +40)`);
+      console.log(`  cleanup of all            ${(multi.cleanupMs / 1000).toFixed(3)} s   (goal < 2 s)`);
+    }
   }
 }
 
