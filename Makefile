@@ -11,7 +11,7 @@ VITEST := node_modules/.bin/vitest
 
 # Debian packages the project drives (see docs/admin.md).
 DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar mmdebstrap uidmap e2fsprogs \
-	dropbear-bin iproute2 libc6-dev \
+	dropbear-bin iproute2 libc6-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
@@ -34,6 +34,11 @@ deps:
 	fi
 	@# Debian bases build in a user namespace mapped to root's subordinate ids, never as real root
 	@if [ "$$(id -u)" = 0 ] && ! grep -q '^root:' /etc/subuid 2>/dev/null; then usermod --add-subuids 700000000-700065535 --add-subgids 700000000-700065535 root; fi
+	@# libvirtd's QEMU driver will not start without its default user, which libvirt-daemon-system
+	@# (not installed: it brings systemd as init) would make, in group kvm; vse's domains name their own user
+	@if [ "$$(id -u)" = 0 ] && ! getent passwd libvirt-qemu >/dev/null; then groupadd -f --system libvirt-qemu && \
+	  useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin -c 'Libvirt Qemu' libvirt-qemu; fi
+	@if [ "$$(id -u)" = 0 ] && ! id -nG libvirt-qemu 2>/dev/null | grep -qw kvm; then groupadd -f --system kvm && usermod -aG kvm libvirt-qemu; fi
 	@# the guest kernel is fetched with apt at first use: its package lists must know it
 	@apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq; }
 

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../util/log.js';
 import { checkIdent } from '../rm/context.js';
+import { stopOwnedVms } from './driver.js';
 import { argvOf, isSameProcess, pidsMentioning, startTimeOf, terminate } from './proc.js';
 import { QEMU } from './qemu.js';
 import { jobDir, readRecord } from './state.js';
@@ -35,12 +36,17 @@ export interface CleanupOptions {
   log: Logger;
 }
 
-/** Stop the job's VMs (by pid and start time, or by their argv naming the job directory) and remove its files. */
+/**
+ * Stop the job's VMs (through their driver's daemon, then by pid and start time, or by their argv
+ * naming the job directory) and remove its files.
+ */
 export async function cleanupJob(o: CleanupOptions): Promise<CleanupResult> {
   const dir = jobDir(o.stateDir, checkIdent('job id', o.job), checkIdent('node name', o.node));
   const marker = `${dir}/`;
-  const victims = new Set<number>();
   const rec = readRecord(dir);
+  // VMs that a daemon owns (libvirt's domains) go through it first, so that it forgets them too
+  const stopped = await stopOwnedVms({ job: o.job, node: o.node, dir, ...(rec ? { rec } : {}) }, o.log);
+  const victims = new Set<number>();
   for (const vm of rec?.vms ?? []) {
     if (vm.pid !== undefined && isSameProcess(vm.pid, vm.startTime)) victims.add(vm.pid);
   }
@@ -55,7 +61,6 @@ export async function cleanupJob(o: CleanupOptions): Promise<CleanupResult> {
   for (const pid of pidsMentioning(marker)) if (isOurQemu(pid, marker)) victims.add(pid);
   // virtiofsd ends when its QEMU does, but not if QEMU never came
   for (const pid of sharePids(dir)) victims.add(pid);
-  const stopped: number[] = [];
   await Promise.all([...victims].map(async (pid) => {
     const before = startTimeOf(pid);
     const how = await terminate(pid);

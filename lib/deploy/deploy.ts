@@ -1,5 +1,5 @@
 /** Deploy: boot a configuration's VMs on this node for one job, wait until each answers, record all. */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureConfiguration } from '../configure/create.js';
 import { builderFor } from '../configure/stage.js';
@@ -11,9 +11,10 @@ import type { Logger } from '../util/log.js';
 import { run } from '../util/run.js';
 import { chooseAccel } from './accel.js';
 import { cleanupJob } from './cleanup.js';
-import { bootId, isSameProcess, sleep, startTimeOf } from './proc.js';
-import { MGMT_MAC, QEMU, jobNetMac, qemuArgs } from './qemu.js';
-import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, writeRecord } from './state.js';
+import { driverFor } from './driver.js';
+import { bootId, isSameProcess, startTimeOf } from './proc.js';
+import { MGMT_MAC, jobNetMac } from './qemu.js';
+import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, vmName, writeRecord } from './state.js';
 import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
 import { waitReady } from '../guest/ready.js';
 import { makeJobKey } from '../guest/ssh.js';
@@ -33,11 +34,6 @@ export interface DeployOptions {
 }
 
 const QEMU_IMG = '/usr/bin/qemu-img';
-
-/** VM names are `<job>-<node>-<index>`: unique on the host and usable as a guest hostname. */
-export function vmName(ctx: JobContext, index: number): string {
-  return `${ctx.jobId}-${ctx.node}-${index}`.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63);
-}
 
 /** A TCP port on loopback that nothing listens on right now (QEMU may still lose a race for it: deploy retries). */
 export async function freePort(): Promise<number> {
@@ -67,17 +63,6 @@ export function guestCmdline(base: string, o: { vm: VmRecord; ctx: JobContext; k
   return parts.join(' ');
 }
 
-async function readPid(pidFile: string): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0) return pid;
-    }
-    await sleep(10);
-  }
-  throw new HostError(`QEMU wrote no pid to ${pidFile}`);
-}
-
 /** Boot every VM the description asks for on this node; on failure nothing of the job is left. */
 export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
   const { ctx, description: d, site, log } = o;
@@ -87,10 +72,11 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });
   }
   makeJobDir(dir, ctx.gid);
+  const driver = driverFor(d.vm.hypervisor);
   const rec: DeploymentRecord = {
     version: 1, job: ctx.jobId, node: ctx.node, uid: ctx.uid, gid: ctx.gid, user: ctx.user, scheduler: ctx.scheduler,
     dir, state: 'deploying', createdAt: new Date().toISOString(),
-    description: { name: d.name, file: ctx.descriptionFile }, driver: 'qemu', vms: [],
+    description: { name: d.name, file: ctx.descriptionFile }, driver: driver.name, vms: [],
     bootId: bootId(),
     // without a scheduler the job lives as long as the process that deployed it (vse run): gc checks it
     ...(ctx.scheduler === 'local' ? { owner: { pid: process.pid, startTime: startTimeOf(process.pid) } } : {}),
@@ -110,7 +96,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     rec.keyFile = key.file;
     const privateNet = d.resources.network.mode === 'private';
     rec.vms = Array.from({ length: d.vm.perNode }, (_, index) => ({
-      index, name: vmName(ctx, index), state: 'starting' as const, memoryMiB: d.vm.memoryMiB, vcpus: d.vm.vcpus,
+      index, name: vmName(ctx.jobId, ctx.node, index), state: 'starting' as const, memoryMiB: d.vm.memoryMiB, vcpus: d.vm.vcpus,
       overlay: join(dir, `vm${index}.qcow2`), qmpSocket: join(dir, `vm${index}.qmp`), channelSocket: join(dir, `vm${index}.chan`),
       consoleLog: join(dir, `vm${index}.console.log`), pidFile: join(dir, `vm${index}.pid`),
       ...(privateNet ? { mac: jobNetMac(index), address: jobAddress(index) } : {}),
@@ -125,6 +111,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     const runAs = qemuRunAs(site, ctx);
     // Every start settles before the outcome counts: a failure must not race a sibling still starting.
     let aborted: string | undefined;
+    let firstFailure: unknown;
     const starts = await Promise.allSettled(rec.vms.map(async (vm) => {
       o.events?.vmStarting?.(vm);
       await run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log });
@@ -137,7 +124,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       // fails at once, and we try another
       for (let attempt = 1; ; attempt++) {
         vm.sshPort = await freePort();
-        const r = await run([QEMU, ...qemuArgs({
+        const r = await driver.start({
           name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
           cmdline, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
           channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
@@ -146,18 +133,17 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
           shares: vm.shares,
           ...(net && vm.mac ? { jobNet: { mac: vm.mac, tap: vm.tap, mcast: net.mcast } } : {}),
           ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
-        })], { log, timeoutMs: 60_000, allowFailure: attempt < 3 });
-        if (r.exitCode === 0) break;
-        if (!/host forwarding|Address already in use/i.test(r.stderr)) {
-          throw new HostError(`QEMU failed to start VM ${vm.name}: ${r.stderr.trim()}`);
+        }, log, attempt >= 3);
+        if (r !== 'portTaken') {
+          vm.pid = r.pid;
+          vm.startTime = r.startTime;
+          break;
         }
         log.warn(`port ${vm.sshPort} was taken before QEMU got it; trying another`);
       }
-      vm.pid = await readPid(vm.pidFile);
-      vm.startTime = startTimeOf(vm.pid);
       vm.startedAt = new Date(started).toISOString();
       await save();
-      const pid = vm.pid;
+      const pid = vm.pid as number;
       const startTime = vm.startTime;
       const ready = await waitReady({
         name: vm.name, channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, timeoutMs: site.bootTimeoutSec * 1000,
@@ -171,11 +157,14 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       log.info(`${vm.name} ready in ${(vm.bootMs / 1000).toFixed(2)} s (pid ${pid}, ${accel.accel})`);
       o.events?.vmReady?.(vm);
     }).map((p, i) => p.catch((err: unknown) => {
-      aborted ??= `deploy aborted: VM ${i} failed`;
+      // the first failure is the cause; siblings it aborted fail after it and are not reported
+      if (aborted === undefined) {
+        aborted = `deploy aborted: VM ${i} failed`;
+        firstFailure = err;
+      }
       throw err;
     })));
-    const failed = starts.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw failed.reason;
+    if (starts.some((s) => s.status === 'rejected')) throw firstFailure;
     rec.state = 'ready';
     await save();
     return rec;

@@ -45,12 +45,18 @@ export function jobNetMac(index: number): string {
   return `52:54:01:00:${((index >> 8) & 0xff).toString(16).padStart(2, '0')}:${(index & 0xff).toString(16).padStart(2, '0')}`;
 }
 
+/** QEMU's message when the forwarded SSH port was taken before it bound it (deploy then picks another). */
+export const PORT_TAKEN = /host forwarding|Address already in use/i;
+
+/** The management NIC: user-mode network, isolated, the guest's port 22 on loopback (`placement`: more -device properties). */
+export function mgmtArgs(mgmt: NonNullable<QemuVmSpec['mgmt']>, placement = ''): string[] {
+  return ['-netdev', `user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:${mgmt.sshPort}-:22`,
+    '-device', `virtio-net-pci,netdev=mgmt,mac=${mgmt.mac},romfile=${placement}`];
+}
+
 function netArgs(vm: QemuVmSpec): string[] {
   const a: string[] = [];
-  if (vm.mgmt) {
-    a.push('-netdev', `user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:${vm.mgmt.sshPort}-:22`,
-      '-device', `virtio-net-pci,netdev=mgmt,mac=${vm.mgmt.mac},romfile=`);
-  }
+  if (vm.mgmt) a.push(...mgmtArgs(vm.mgmt));
   if (vm.jobNet) {
     const n = vm.jobNet;
     const backend = n.tap !== undefined ? `tap,id=jobnet,ifname=${n.tap},script=no,downscript=no`

@@ -45,7 +45,8 @@ export interface DeploymentRecord {
   createdAt: string;
   description: { name: string; file?: string };
   configuration?: { key: string; dir: string; kernelPackage: string };
-  driver: 'qemu';
+  /** Which driver runs the job's VMs (lib/deploy/driver.ts). */
+  driver: 'qemu' | 'libvirt';
   /** The host's boot when deployed: after a reboot nothing of the job runs any more. */
   bootId?: string;
   /** The process the job lives as long as (vse run, no scheduler). */
@@ -64,6 +65,16 @@ export const STATE_FILE = 'state.json';
 /** Directory of one job on one node. Both parts were checked by checkIdent. */
 export function jobDir(stateDir: string, job: string, node: string): string {
   return join(stateDir, 'jobs', `${job}.${node}`);
+}
+
+/** The start of the names of a job's VMs on one node: `<job>-<node>-`, usable in a host name. */
+export function vmNamePrefix(job: string, node: string): string {
+  return `${job}-${node}-`.replace(/[^A-Za-z0-9-]/g, '-');
+}
+
+/** VM names are `<job>-<node>-<index>`: unique on the host and usable as a guest hostname. */
+export function vmName(job: string, node: string, index: number): string {
+  return `${vmNamePrefix(job, node)}${index}`.slice(0, 63);
 }
 
 /** Create the job directory: root-owned, readable by the job's group only. */

@@ -1,4 +1,5 @@
 /** Status: the VMs on this host, from the state records and /proc. */
+import { driverNamed } from './driver.js';
 import { isSameProcess } from './proc.js';
 import { listJobDirs, readRecord } from './state.js';
 
@@ -12,7 +13,10 @@ export interface VmStatus {
   pid: number | null;
   bootMs: number | null;
   uptimeSec: number | null;
+  /** The driver's name (`qemu`, `libvirt`). */
   driver: string;
+  /** How the driver knows the VM (`qemu`, `libvirt:<domain>`). */
+  handle: string;
   accel: string | null;
   console: string;
   user: string;
@@ -26,6 +30,7 @@ export function listVms(stateDir: string, filter: { job?: string; node?: string 
     if (!rec) continue;
     if (filter.job !== undefined && rec.job !== filter.job) continue;
     if (filter.node !== undefined && rec.node !== filter.node) continue;
+    const driver = driverNamed(rec.driver);
     for (const vm of rec.vms) {
       const alive = vm.pid !== undefined && isSameProcess(vm.pid, vm.startTime);
       out.push({
@@ -33,7 +38,7 @@ export function listVms(stateDir: string, filter: { job?: string; node?: string 
         state: vm.state === 'failed' ? 'failed' : !alive ? 'dead' : vm.state === 'ready' ? 'running' : 'booting',
         pid: vm.pid ?? null, bootMs: vm.bootMs ?? null,
         uptimeSec: alive && vm.startedAt ? Math.round((Date.now() - Date.parse(vm.startedAt)) / 1000) : null,
-        driver: rec.driver, accel: rec.accel ?? null, console: vm.consoleLog, user: rec.user,
+        driver: driver.name, handle: driver.describe(vm), accel: rec.accel ?? null, console: vm.consoleLog, user: rec.user,
       });
     }
   }
@@ -42,10 +47,10 @@ export function listVms(stateDir: string, filter: { job?: string; node?: string 
 
 /** A plain-text table, one VM a line. */
 export function formatTable(vms: VmStatus[]): string {
-  const rows = [['JOB', 'NODE', 'VM', 'STATE', 'PID', 'BOOT', 'UPTIME', 'ACCEL', 'CONSOLE']];
+  const rows = [['JOB', 'NODE', 'VM', 'STATE', 'PID', 'BOOT', 'UPTIME', 'DRIVER', 'ACCEL', 'CONSOLE']];
   for (const v of vms) {
     rows.push([v.job, v.node, v.vm, v.state, v.pid === null ? '-' : String(v.pid), v.bootMs === null ? '-' : `${(v.bootMs / 1000).toFixed(2)}s`,
-      v.uptimeSec === null ? '-' : `${v.uptimeSec}s`, v.accel ?? '-', v.console]);
+      v.uptimeSec === null ? '-' : `${v.uptimeSec}s`, v.handle, v.accel ?? '-', v.console]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n');

@@ -1,6 +1,6 @@
 /** Shared set-up of the QEMU suite: a private state and log directory, the shared guest cache. */
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { afterAll, onTestFinished } from 'vitest';
+import { afterAll, expect, onTestFinished } from 'vitest';
 import { join, resolve } from 'node:path';
 import { execa } from 'execa';
 
@@ -50,10 +50,17 @@ export function slurmEnv(job: string, node: string, desc?: object): Record<strin
 }
 
 /** What the SPANK plugin hands the prolog: the job's copy of the user's layers (`vse validate --emit`). */
-export const hello = (perNode = 1): object => ({
+export const hello = (perNode = 1, hypervisor?: 'qemu' | 'libvirt' | 'any'): object => ({
   v: 1, file: '/home/u/hello.xml',
-  layers: [{ path: '/home/u/hello.xml', text: `<vse name="hello" extends="minimal">\n  <vm memory="128M" perNode="${perNode}"/>\n</vse>\n` }],
+  layers: [{ path: '/home/u/hello.xml', text: `<vse name="hello" extends="minimal">\n  <vm memory="128M" perNode="${perNode}"${hypervisor ? ` hypervisor="${hypervisor}"` : ''}/>\n</vse>\n` }],
 });
+
+/** Build hello.xml's guest (or find it built), then boot a job's VMs through the prolog, for the job's user. */
+export async function prologAs(site: string, job: string, node: string, bundle: object, user: { user: string; uid: number; gid: number }): Promise<void> {
+  await execa(bin('vse'), ['create', join(root, 'examples', 'hello.xml')], { env: { VSE_SITE_CONFIG: site } });
+  const p = await runHook('prolog', site, { ...slurmEnv(job, node, bundle), SLURM_JOB_UID: String(user.uid), SLURM_JOB_GID: String(user.gid), SLURM_JOB_USER: user.user });
+  expect(p.exitCode, p.stderr).toBe(0);
+}
 
 /** QEMU processes whose command line mentions the text (a job's state directory). */
 export function qemuMentioning(text: string): number[] {

@@ -8,7 +8,7 @@ import { chmodSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bin, hello, installedVse, jobUser, qemuMentioning, root, runHook, slurmEnv, testSite, vseLinks } from './env.js';
+import { bin, hello, installedVse, jobUser, prologAs, qemuMentioning, runHook, slurmEnv, testSite, vseLinks } from './env.js';
 
 const site = testSite();
 chmodSync(dirname(site.file), 0o755); // the job's user reads the site config and its job's record
@@ -42,9 +42,7 @@ async function waitFor(what: () => Promise<boolean>, ms: number): Promise<boolea
 
 beforeAll(async () => {
   user = await jobUser();
-  await execa(bin('vse'), ['create', join(root, 'examples', 'hello.xml')], { env: { VSE_SITE_CONFIG: site.file } });
-  const p = await runHook('prolog', site.file, { ...slurmEnv(job, node, hello(2)), SLURM_JOB_UID: String(user.uid), SLURM_JOB_GID: String(user.gid), SLURM_JOB_USER: user.user });
-  expect(p.exitCode, p.stderr).toBe(0);
+  await prologAs(site.file, job, node, hello(2), user);
 }, 180_000);
 
 afterAll(async () => {
