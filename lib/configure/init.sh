@@ -3,6 +3,8 @@
 # scripts, then /usr/lib/vse/setup.sh (lib/guest/setup.sh: name, user, network, SSH server,
 # shares, and the ready line to the host on the vse virtio-serial port).
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin /root /home /var/log
+# /tmp is everyone's, as on any Unix system (the job's user writes there, vse stages batch scripts there)
+/bin/busybox chmod 1777 /tmp
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc

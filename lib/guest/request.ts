@@ -33,6 +33,19 @@ export function taskCommand(r: TaskRequest): string {
   return `${TASK_PATH} ${encodeRequest(r)}`;
 }
 
+/** The longest command line sent to the guest's SSH server (dropbear takes at most 9000 bytes). */
+export const MAX_COMMAND = 8000;
+
+/**
+ * How a request travels: on the command line, or, when that would be too long (a task's whole
+ * environment can be), as `vse-task -LEN` with the LEN bytes of base64 first on the command's stdin.
+ */
+export function taskInvocation(r: TaskRequest): { command: string; stdinPrefix?: Buffer } {
+  const b64 = encodeRequest(r);
+  if (TASK_PATH.length + 1 + b64.length <= MAX_COMMAND) return { command: `${TASK_PATH} ${b64}` };
+  return { command: `${TASK_PATH} -${b64.length}`, stdinPrefix: Buffer.from(b64) };
+}
+
 /** The command line that sends signal number `signal` to the running command `id`. */
 export function signalCommand(id: string, signal: number): string {
   return `${TASK_PATH} ${encode(['vse-signal-1', id, String(signal)])}`;

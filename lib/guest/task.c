@@ -6,12 +6,18 @@
  *   "vse-signal-1" ID SIGNAL
  *
  * (base64, so the command line the SSH server hands to the shell holds no shell syntax at all).
+ * A request too long for a command line (dropbear takes at most 9000 bytes: a task's whole
+ * environment can be more) comes as `-LEN` instead, and its LEN bytes of base64 come first on
+ * stdin; the rest of stdin is the command's.
  * ID (16 hex digits, chosen by the host) names the command in /run/vse-task/ID while it runs, so a
  * second request on the same connection can signal it (the SSH "signal" request is not honoured
  * by every server, dropbear's included).
  *
  * It runs ARGV as UID:GID (unless 0) in a session of its own, with exactly ENV as environment and
  * CWD as working directory (or /tmp, with a message, when CWD is missing: what slurmstepd does).
+ * A command named by a path in a standard system directory that the guest does not have there
+ * is looked up by its name on PATH: srun names `hostname` by the host's /usr/bin/hostname, which
+ * a busybox guest keeps in /bin (on a merged-/usr Debian both are the same file anyway).
  * Signals it receives (the SSH "signal" request of the host's client) go to the command's whole
  * process group. When the connection goes away (the SSH server's session process ends: our
  * parent-death signal), the group gets SIGTERM, then SIGKILL after two seconds. When the command
@@ -122,20 +128,49 @@ static int send_signal(char **f, size_t nf)
 	return 0;
 }
 
+/* Exactly len bytes of stdin (no more: what follows is the command's stdin), NUL-terminated. */
+static char *read_request(long len)
+{
+	if (len <= 0 || len > 64L * 1024 * 1024) die("bad request length");
+	char *text = malloc((size_t)len + 1);
+	if (!text) die("out of memory");
+	for (long got = 0; got < len;) {
+		ssize_t r = read(STDIN_FILENO, text + got, (size_t)(len - got));
+		if (r < 0 && errno == EINTR) continue;
+		if (r <= 0) die("the request ended early on stdin");
+		got += r;
+	}
+	text[len] = '\0';
+	return text;
+}
+
+/* Is PATH a file directly in one of the directories every PATH holds? */
+static int in_system_dir(const char *path)
+{
+	static const char *const dirs[] = { "/usr/local/sbin/", "/usr/local/bin/", "/usr/sbin/", "/usr/bin/", "/sbin/", "/bin/" };
+	for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+		size_t n = strlen(dirs[i]);
+		if (strncmp(path, dirs[i], n) == 0 && path[n] != '\0' && strchr(path + n, '/') == NULL) return 1;
+	}
+	return 0;
+}
+
 static const int forwarded[] = { SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCONT, SIGTSTP, SIGWINCH };
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) die("usage: vse-task BASE64 (run by vse exec, not by hand)");
+	if (argc != 2) die("usage: vse-task BASE64|-LEN (run by vse exec, not by hand)");
 	/* our parent is the SSH server's session process: when it goes, the connection has gone */
 	pid_t parent = getppid();
 	if (prctl(PR_SET_PDEATHSIG, SIGHUP) != 0) die("prctl failed");
 	if (getppid() != parent) return 129;
 
-	size_t len = strlen(argv[1]);
+	const char *text = argv[1];
+	if (text[0] == '-') text = read_request(number(text + 1, "request length"));
+	size_t len = strlen(text);
 	char *buf = malloc(len + 1);
 	if (!buf) die("out of memory");
-	long n = b64decode(argv[1], buf);
+	long n = b64decode(text, buf);
 	if (n < 0) die("the request is not base64");
 	buf[n] = '\0';
 	/* split into fields */
@@ -186,6 +221,10 @@ int main(int argc, char **argv)
 		environ = envp;
 		execvp(cmd[0], cmd);
 		int e = errno;
+		if (e == ENOENT && in_system_dir(cmd[0])) {
+			execvp(strrchr(cmd[0], '/') + 1, cmd);
+			if (errno != ENOENT) e = errno;
+		}
 		fprintf(stderr, "vse-task: %s: %s\n", cmd[0], strerror(e));
 		_exit(e == ENOENT ? 127 : 126);
 	}

@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeRequest, guestEnvironment, signalCommand, taskCommand } from '../../lib/guest/request.js';
+import { MAX_COMMAND, encodeRequest, guestEnvironment, signalCommand, taskCommand, taskInvocation } from '../../lib/guest/request.js';
 import { parseReady } from '../../lib/guest/ready.js';
 import { MGMT_MAC, jobNetMac, qemuArgs } from '../../lib/deploy/qemu.js';
 import { jobAddress, networkNames } from '../../lib/deploy/net.js';
@@ -22,8 +22,8 @@ const req = (argv: string[], over: Partial<Parameters<typeof encodeRequest>[0]> 
   id: '0123456789abcdef', uid: 0, gid: 0, cwd: tmp, env: ['PATH=/usr/bin:/bin', 'X=1'], argv, ...over,
 });
 
-function task(b64: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const r = spawnSync(TASK, [b64], { encoding: 'utf8' });
+function task(b64: string, input?: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const r = spawnSync(TASK, [b64], { encoding: 'utf8', ...(input !== undefined ? { input } : {}) });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -51,6 +51,26 @@ describe('vse-task (built by make build; the same binary runs in every guest)', 
     expect(r.status).toBe(127);
     expect(r.stderr).toContain("couldn't chdir to `/nonexistent': No such file or directory: going to /tmp instead");
     expect(r.stderr).toContain('vse-task: no-such-command-x: No such file or directory');
+  });
+
+  it('finds a command named by a system directory it is not in by its name on PATH (srun names /usr/bin/hostname; busybox has /bin/hostname)', () => {
+    const r = task(encodeRequest(req(['/usr/local/sbin/sh', '-c', 'echo "found as $0"'])));
+    expect(r).toMatchObject({ status: 0, stdout: 'found as /usr/local/sbin/sh\n' });
+    // anywhere else, a missing path stays missing
+    expect(task(encodeRequest(req(['/opt/nowhere/sh', '-c', 'true']))).status).toBe(127);
+    expect(task(encodeRequest(req(['/usr/local/sbin/sub/sh', '-c', 'true']))).status).toBe(127);
+  });
+
+  it('takes a request too long for a command line from stdin (-LEN), and gives the rest of stdin to the command', () => {
+    const big = 'x'.repeat(20_000);
+    const inv = taskInvocation(req(['sh', '-c', 'echo ${#BIG}; cat'], { env: ['PATH=/usr/bin:/bin', `BIG=${big}`] }));
+    expect(inv.command).toMatch(/^\/usr\/lib\/vse\/vse-task -\d+$/);
+    expect(inv.command.length).toBeLessThanOrEqual(MAX_COMMAND);
+    const r = task(inv.command.split(' ')[1] as string, `${inv.stdinPrefix?.toString() ?? ''}rest of stdin\n`);
+    expect(r).toMatchObject({ status: 0, stdout: '20000\nrest of stdin\n' });
+    // small requests stay on the command line
+    expect(taskInvocation(req(['true'])).stdinPrefix).toBeUndefined();
+    expect(task('-100', 'short').stderr).toContain('the request ended early on stdin');
   });
 
   it('refuses what is not a request', () => {
