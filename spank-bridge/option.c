@@ -16,16 +16,31 @@
 /* Linux refuses to exec with one environment string over 128 KiB (MAX_ARG_STRLEN). */
 #define VSE_DESC_MAX (128 * 1024 - 64)
 
+/* What the job's environment calls an inherited --vse (Slurm's name for a SPANK option set by sbatch/salloc). */
+#define VSE_OPTION_ENV "SLURM_SPANK__SLURM_SPANK_OPTION_vse_vse"
+/* The description an allocation was made with (the job control variable VSE_FILE, as jobs see it). */
+#define VSE_ALLOC_FILE_ENV "SLURM_SPANK_VSE_FILE"
+
+enum { OPT_VSE, OPT_BATCH };
+
 static const struct vse_args *option_args;
 static char *vse_file; /* absolute path of the validated description */
 static char *vse_desc; /* its resolved form, one line of JSON */
+static int step_wanted;  /* remote: --vse reached this step */
+static int batch_inside; /* --vse-batch=inside */
 
 static int option_cb(int val, const char *optarg, int remote);
 
 static struct spank_option vse_option = {
 	"vse", "FILE",
-	"[vse] run the job in the virtual machines described by FILE (checked with `vse validate` before the job is queued)",
-	1, 0, option_cb
+	"[vse] run the job in the virtual machines described by FILE (checked with `vse validate` before the job is queued); its srun steps run in those VMs",
+	1, OPT_VSE, option_cb
+};
+
+static struct spank_option batch_option = {
+	"vse-batch", "host|inside",
+	"[vse] where the batch script of a --vse job runs: on the host (default; its srun steps run in the VMs) or inside the first VM of the first node",
+	1, OPT_BATCH, option_cb
 };
 
 static char *absolute_path(const char *file)
@@ -131,15 +146,66 @@ fail:
 	return (rv);
 }
 
+static int batch_cb(const char *optarg, int remote)
+{
+	if (optarg != NULL && strcmp(optarg, "inside") == 0)
+		batch_inside = 1;
+	else if (optarg != NULL && strcmp(optarg, "host") == 0)
+		batch_inside = 0;
+	else if (remote)
+		return (0); /* refused on the submit host already */
+	else {
+		slurm_error("vse: --vse-batch=%s: expected host or inside", optarg ? optarg : "");
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * srun inside an allocation: the job's VMs were booted from the allocation's description when it
+ * started, so --vse only says "run this step in them" (sbatch and salloc pass it to every srun).
+ * Nothing is validated again (a later edit of the file must not break a running job's steps); a
+ * different file, or an allocation without VMs, is refused here rather than by every task.
+ */
+static int check_allocation(const char *optarg, const char *file)
+{
+	const char *job = getenv("SLURM_JOB_ID");
+	const char *alloc = getenv(VSE_ALLOC_FILE_ENV);
+	const char *inherited = getenv(VSE_OPTION_ENV);
+
+	if (alloc == NULL || alloc[0] == '\0') {
+		slurm_error("vse: --vse=%s: job %s was allocated without --vse, so its nodes run no VMs; hint: give --vse to sbatch or salloc (their srun steps then run in the VMs), or run srun --vse outside the allocation",
+			    optarg, job);
+		return (-1);
+	}
+	if ((inherited != NULL && strcmp(inherited, optarg) == 0) || strcmp(alloc, file) == 0)
+		return (0);
+	slurm_error("vse: --vse=%s: job %s runs the VMs of %s, booted when it was allocated; a step cannot change them; hint: leave --vse out (the job's steps run in its VMs) or submit a new job with --vse=%s",
+		    optarg, job, alloc, optarg);
+	return (-1);
+}
+
+static int in_allocation(void)
+{
+	const char *job = getenv("SLURM_JOB_ID");
+
+	return (spank_context() == S_CTX_LOCAL && job != NULL && job[0] != '\0');
+}
+
 static int option_cb(int val, const char *optarg, int remote)
 {
 	char *file = NULL;
 	char *desc = NULL;
 	int rv = -1;
 
-	(void)val;
-	/* The description was checked on the submit host; slurmstepd has nothing to do yet. */
-	if (remote || option_args == NULL)
+	if (val == OPT_BATCH)
+		return (batch_cb(optarg, remote));
+	/* slurmstepd: the description was checked on the submit host; this step runs in the VMs. */
+	if (remote) {
+		step_wanted = optarg != NULL && optarg[0] != '\0';
+		return (0);
+	}
+	if (option_args == NULL)
 		return (0);
 	if (optarg == NULL || optarg[0] == '\0') {
 		slurm_error("vse: --vse: missing FILE; expected the path of a VM description, e.g. --vse=hello.xml");
@@ -148,6 +214,10 @@ static int option_cb(int val, const char *optarg, int remote)
 	file = absolute_path(optarg);
 	if (file == NULL)
 		goto fail;
+	if (in_allocation()) {
+		rv = check_allocation(optarg, file);
+		goto fail;
+	}
 	/* sbatch calls option callbacks more than once with the same value. */
 	if (vse_file != NULL && strcmp(vse_file, file) == 0) {
 		rv = 0;
@@ -172,13 +242,17 @@ fail:
 
 int vse_option_register(spank_t sp, const struct vse_args *args)
 {
+	struct spank_option *opts[] = { &vse_option, &batch_option };
 	spank_err_t rc;
+	size_t i;
 
 	option_args = args;
-	rc = spank_option_register(sp, &vse_option);
-	if (rc != ESPANK_SUCCESS) {
-		slurm_error("vse: cannot register option --vse: %s", spank_strerror(rc));
-		return (-1);
+	for (i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		rc = spank_option_register(sp, opts[i]);
+		if (rc != ESPANK_SUCCESS) {
+			slurm_error("vse: cannot register option --%s: %s", opts[i]->name, spank_strerror(rc));
+			return (-1);
+		}
 	}
 	return (0);
 }
@@ -187,6 +261,10 @@ int vse_option_export(spank_t sp)
 {
 	spank_err_t rc;
 
+	if (batch_inside && vse_desc == NULL && spank_context() == S_CTX_ALLOCATOR) {
+		slurm_error("vse: --vse-batch=inside: the job has no --vse=FILE; expected both, e.g. sbatch --vse=app.xml --vse-batch=inside job.sh");
+		return (-1);
+	}
 	if (vse_desc == NULL)
 		return (0);
 	rc = spank_job_control_setenv(sp, "VSE_DESC", vse_desc, 1);
@@ -204,6 +282,16 @@ int vse_option_export(spank_t sp)
 	return (0);
 }
 
+int vse_option_step_wanted(void)
+{
+	return (step_wanted);
+}
+
+int vse_option_batch_inside(void)
+{
+	return (batch_inside);
+}
+
 void vse_option_free(void)
 {
 	free(vse_file);
@@ -211,4 +299,6 @@ void vse_option_free(void)
 	vse_file = NULL;
 	vse_desc = NULL;
 	option_args = NULL;
+	step_wanted = 0;
+	batch_inside = 0;
 }

@@ -1,6 +1,8 @@
 /*
  * vse SPANK plugin: entry points only. --vse=FILE is validated on the submit
- * host and handed to the prolog/epilog as SPANK_VSE_DESC / SPANK_VSE_FILE.
+ * host and handed to the prolog/epilog as SPANK_VSE_DESC / SPANK_VSE_FILE;
+ * on the nodes, each task of a step that got --vse becomes `vse exec --task`,
+ * which runs it in the job's VMs.
  */
 #include <stddef.h>
 
@@ -8,6 +10,7 @@
 
 #include "args.h"
 #include "option.h"
+#include "step.h"
 
 SPANK_PLUGIN(vse, 1)
 
@@ -22,7 +25,9 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 			return (-1);
 		return (vse_option_register(sp, &vse_args));
 	case S_CTX_REMOTE:
-		/* Registered so slurmstepd knows the forwarded option; never acted on there. */
+		/* Registered so slurmstepd learns the forwarded options; task_init acts on them. */
+		if (vse_args_parse(&vse_args, ac, av) < 0)
+			return (-1);
 		return (vse_option_register(sp, NULL));
 	default:
 		return (0);
@@ -40,6 +45,15 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	default:
 		return (0);
 	}
+}
+
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+	(void)ac;
+	(void)av;
+	if (spank_context() != S_CTX_REMOTE)
+		return (0);
+	return (vse_step_task_init(sp, &vse_args));
 }
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)

@@ -232,6 +232,8 @@ export interface ExecArgs {
   cwd?: string;
   env: string[];
   timeoutSec?: number;
+  /** Started by the SPANK plugin as a Slurm task (`--task`) or as the batch script (`--batch`). */
+  mode?: 'task' | 'batch';
   argv: string[];
 }
 
@@ -243,7 +245,10 @@ command in the guest; a second Ctrl-C within a second drops the connection. The 
 the Slurm job this runs in, or your only job on this host. The command runs as your user in the
 guest (--root: as root), in DIR (default: your home in the guest), with PATH, HOME, USER, LOGNAME,
 SHELL and the variables --env names (NAME, a PREFIX*, or NAME=VALUE to set one). --timeout: SIGTERM
-after SEC seconds, SIGKILL 5 s later.`;
+after SEC seconds, SIGKILL 5 s later.
+
+vse exec --task|--batch -- ARGV...: what the SPANK plugin makes of each task of a --vse step (and
+of the batch script with --vse-batch=inside); it runs in the job's VMs with the task's environment.`;
 
 export function parseExecArgs(args: string[]): ExecArgs {
   const a: ExecArgs = { all: false, root: false, env: [], argv: [] };
@@ -275,6 +280,8 @@ export function parseExecArgs(args: string[]): ExecArgs {
       case '--cwd': a.cwd = take(); break;
       case '--env': a.env.push(take()); break;
       case '--timeout': a.timeoutSec = int(take(), '--timeout'); break;
+      case '--task': a.mode = 'task'; break;
+      case '--batch': a.mode = 'batch'; break;
       case '--help': case '-h': throw Object.assign(new Error(EXEC_USAGE), { help: true });
       default: throw new UserError(`vse exec: unknown option ${arg}\n${EXEC_USAGE}`);
     }
@@ -282,6 +289,9 @@ export function parseExecArgs(args: string[]): ExecArgs {
   a.argv = args.slice(i);
   if (a.argv.length === 0) throw new UserError(`vse exec: give the command to run\n${EXEC_USAGE}`);
   if (a.all && a.vm !== undefined) throw new UserError('vse exec: give --vm or --all, not both');
+  if (a.mode !== undefined && (a.job !== undefined || a.node !== undefined || a.vm !== undefined || a.all || a.root || a.cwd !== undefined || a.env.length > 0 || a.timeoutSec !== undefined)) {
+    throw new UserError(`vse exec: --${a.mode} takes no other option: the task's environment says where it runs`);
+  }
   return a;
 }
 
@@ -315,9 +325,16 @@ async function endLike(outcomes: Outcomes): Promise<number> {
 
 /** `vse exec`: returns the exit code (or ends by the command's signal). */
 export async function cmdExec(args: string[]): Promise<number> {
-  const a = parseExecArgs(args);
+  const { mode, ...a } = parseExecArgs(args);
+  const io = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr };
+  if (mode !== undefined) {
+    const { relayTask } = await import('../guest/relay.js');
+    const outcome = await relayTask({ stateDir: loadSiteConfig().stateDir, mode, argv: a.argv, env: process.env, cwd: process.cwd() }, io);
+    process.stdin.destroy();
+    return endLike([{ outcome }]);
+  }
   const { execInJob } = await import('../guest/exec.js');
-  const r = await execInJob({ stateDir: loadSiteConfig().stateDir, ...a }, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr });
+  const r = await execInJob({ stateDir: loadSiteConfig().stateDir, ...a }, io);
   process.stdin.destroy();
   return endLike(r.outcomes);
 }

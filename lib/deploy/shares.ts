@@ -34,6 +34,18 @@ export function virtiofsdArgs(o: { uid: number; gid: number; host: string; mode:
     VIRTIOFSD, '--fd=3', '-o', `source=${o.host}`, '-o', 'sandbox=namespace', '-o', 'cache=auto'];
 }
 
+/** Where a host path is in the guest: under the share that covers it (the longest), else undefined. */
+export function guestPathOf(shares: Pick<ShareRecord, 'host' | 'guest'>[], hostPath: string): string | undefined {
+  let best: Pick<ShareRecord, 'host' | 'guest'> | undefined;
+  for (const s of shares) {
+    const covers = hostPath === s.host || hostPath.startsWith(s.host === '/' ? '/' : `${s.host}/`);
+    if (covers && (best === undefined || s.host.length > best.host.length)) best = s;
+  }
+  if (best === undefined) return undefined;
+  const rest = hostPath.slice(best.host.length).replace(/^\/+/, '');
+  return rest === '' ? best.guest : `${best.guest.replace(/\/+$/, '')}/${rest}`;
+}
+
 /** The guest's view: `vse.mounts=TAG:PATH:MODE,...` on its kernel command line. */
 export function mountsParam(shares: ShareRecord[]): string | undefined {
   return shares.length ? `vse.mounts=${shares.map((s) => `${s.tag}:${s.guest}:${s.mode}`).join(',')}` : undefined;

@@ -99,6 +99,23 @@ export function writeRecord(rec: DeploymentRecord): void {
   renameSync(tmp, file);
 }
 
+/**
+ * After a user's mistake stopped the prolog (it exits 0 then, so the job runs): a record of no VMs
+ * that says why, readable by the job's group, so that the job's tasks fail saying it instead of
+ * running on the host. The epilog removes it like any job directory.
+ */
+export function writeFailedRecord(stateDir: string, o: { job: string; node: string; uid: number; gid: number; user: string; scheduler: string; descriptionFile?: string }, error: string): DeploymentRecord {
+  const dir = jobDir(stateDir, o.job, o.node);
+  makeJobDir(dir, o.gid);
+  const rec: DeploymentRecord = {
+    version: 1, job: o.job, node: o.node, uid: o.uid, gid: o.gid, user: o.user, scheduler: o.scheduler, dir,
+    state: 'failed', createdAt: new Date().toISOString(), description: { name: '', ...(o.descriptionFile ? { file: o.descriptionFile } : {}) },
+    driver: 'qemu', vms: [], error,
+  };
+  writeRecord(rec);
+  return rec;
+}
+
 export function readRecord(dir: string): DeploymentRecord | undefined {
   try {
     return JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as DeploymentRecord;

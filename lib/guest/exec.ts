@@ -11,7 +11,7 @@ import { type DeploymentRecord, type VmRecord, listJobDirs, readRecord } from '.
 import { isSameProcess } from '../deploy/proc.js';
 import { HostError, UserError } from '../util/errors.js';
 import { guestEnvironment } from './request.js';
-import { type ExecOutcome, type RunningExec, guestExec } from './ssh.js';
+import { type ExecOutcome, type GuestTarget, type RunningExec, guestExec } from './ssh.js';
 
 export interface ExecOptions {
   stateDir: string;
@@ -51,7 +51,17 @@ export function findDeployment(o: Pick<ExecOptions, 'stateDir' | 'job' | 'node'>
   }
   const rec = recs[0] as DeploymentRecord;
   if (uid !== 0 && rec.uid !== uid) throw new UserError(`job ${rec.job} belongs to ${rec.user}; only its user and root can run commands in its VMs`);
+  if (rec.state === 'failed') throw new UserError(`the VMs of job ${rec.job} on ${rec.node} were not deployed: ${rec.error ?? 'the prolog failed'}`);
+  if (rec.state !== 'ready') throw new HostError(`the VMs of job ${rec.job} on ${rec.node} are not ready yet (${rec.state})`);
   return rec;
+}
+
+/** Where to reach a VM of a deployment; throws when it is not up (not ready, or its QEMU is gone). */
+export function targetOf(rec: DeploymentRecord, vm: VmRecord): GuestTarget {
+  if (!rec.keyFile) throw new UserError(`job ${rec.job} was deployed without a guest channel`);
+  if (vm.state !== 'ready' || vm.sshPort === undefined || vm.hostKey === undefined) throw new HostError(`VM ${vm.name} is not ready (${vm.state})`);
+  if (vm.pid === undefined || !isSameProcess(vm.pid, vm.startTime)) throw new HostError(`VM ${vm.name} is not running (its QEMU, pid ${vm.pid ?? '?'}, is gone); see ${vm.consoleLog}`);
+  return { name: vm.name, port: vm.sshPort, hostKey: vm.hostKey, keyFile: rec.keyFile };
 }
 
 /** Prefix every line with `name: ` (for --all, like srun -l). */
@@ -91,10 +101,7 @@ export async function execInJob(o: ExecOptions, io: { stdin: NodeJS.ReadableStre
     if (!vm) throw new UserError(`job ${rec.job} has no VM ${o.vm ?? 0} on ${rec.node}; it has ${rec.vms.length} (0..${rec.vms.length - 1})`);
     vms = [vm];
   }
-  for (const vm of vms) {
-    if (vm.state !== 'ready' || vm.sshPort === undefined || vm.hostKey === undefined) throw new HostError(`VM ${vm.name} is not ready (${vm.state})`);
-    if (vm.pid === undefined || !isSameProcess(vm.pid, vm.startTime)) throw new HostError(`VM ${vm.name} is not running (its QEMU, pid ${vm.pid ?? '?'}, is gone); see ${vm.consoleLog}`);
-  }
+  const targets = vms.map((vm) => targetOf(rec, vm));
   const forward: string[] = [];
   const set: Record<string, string> = {};
   for (const e of o.env ?? []) {
@@ -115,7 +122,7 @@ export async function execInJob(o: ExecOptions, io: { stdin: NodeJS.ReadableStre
         const stdout = o.all ? labelled(vm.name, io.stdout) : io.stdout;
         const stderr = o.all ? labelled(vm.name, io.stderr) : io.stderr;
         const r = await guestExec(
-          { name: vm.name, port: vm.sshPort as number, hostKey: vm.hostKey as string, keyFile: rec.keyFile as string },
+          targets[i] as GuestTarget,
           { uid: guestUid, gid: guestGid, cwd, env: environment, argv: o.argv },
           { stdin: i === 0 ? io.stdin : undefined, stdout, stderr },
         );

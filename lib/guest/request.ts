@@ -74,3 +74,32 @@ export function guestEnvironment(o: { user: string; uid: number; from: NodeJS.Pr
   for (const [k, v] of Object.entries(o.set ?? {})) env.set(k, v);
   return [...env].map(([k, v]) => `${k}=${v}`);
 }
+
+/**
+ * Beside HOST_ONLY, what a task's host environment holds that the guest has its own of (HOME,
+ * SHELL, the working directory) or that is only vse's business on the host (the job's copy of
+ * the description, the --vse options, which no program in the guest can act on).
+ */
+const TASK_HOST_ONLY = /^(HOME|SHELL|USER|LOGNAME|PWD|OLDPWD|SHLVL|_|SLURM_SPANK_VSE_[A-Z_]+|SLURM_SPANK__SLURM_SPANK_OPTION_vse_[A-Za-z_-]+)$/;
+
+/**
+ * The environment of a scheduler's task in the guest: the guest's base (as guestEnvironment) plus
+ * every variable of the task's own environment (Slurm's SLURM_* and what the user exported) but
+ * the host-only ones; PATH is the task's, followed by the base directories it lacks; PWD is `cwd`.
+ */
+export function taskEnvironment(o: { user: string; uid: number; from: NodeJS.ProcessEnv; cwd: string; set?: Record<string, string> }): string[] {
+  const env = new Map(guestEnvironment({ user: o.user, uid: o.uid, from: {}, forward: [] }).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  for (const [k, v] of Object.entries(o.from)) {
+    if (v === undefined || HOST_ONLY.test(k) || TASK_HOST_ONLY.test(k) || k.includes('=') || k === '') continue;
+    if (k === 'PATH') {
+      const dirs = v.split(':').filter((d) => d !== '');
+      for (const d of (env.get('PATH') ?? '').split(':')) if (!dirs.includes(d)) dirs.push(d);
+      env.set(k, dirs.join(':'));
+    } else {
+      env.set(k, v);
+    }
+  }
+  env.set('PWD', o.cwd);
+  for (const [k, v] of Object.entries(o.set ?? {})) env.set(k, v);
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include <slurm/slurm.h>
 #include <slurm/spank.h>
 
 /* ---- Slurm, as the plugin sees it ---------------------------------------- */
@@ -98,6 +99,39 @@ spank_err_t spank_option_register(spank_t sp, struct spank_option *opt)
 	return (ESPANK_SUCCESS);
 }
 
+/* What slurmstepd knows about the task (remote context). */
+static uint32_t fake_step;
+static int fake_argc;
+static char **fake_argv;
+static char **fake_task_env;
+
+spank_err_t spank_get_item(spank_t sp, spank_item_t item, ...)
+{
+	va_list ap;
+	spank_err_t rc = ESPANK_SUCCESS;
+
+	(void)sp;
+	if (fake_ctx != S_CTX_REMOTE)
+		return (ESPANK_NOT_REMOTE);
+	va_start(ap, item);
+	switch (item) {
+	case S_JOB_STEPID:
+		*va_arg(ap, uint32_t *) = fake_step;
+		break;
+	case S_JOB_ARGV:
+		*va_arg(ap, int *) = fake_argc;
+		*va_arg(ap, char ***) = fake_argv;
+		break;
+	case S_JOB_ENV:
+		*va_arg(ap, char ***) = fake_task_env;
+		break;
+	default:
+		rc = ESPANK_BAD_ARG;
+	}
+	va_end(ap);
+	return (rc);
+}
+
 spank_err_t spank_job_control_setenv(spank_t sp, const char *name, const char *value, int overwrite)
 {
 	int i;
@@ -127,7 +161,7 @@ static const char *fixtures;
 static char tmpdir[] = "/tmp/vse-spank-test-XXXXXX";
 static char marker[PATH_MAX];
 static int failed;
-static spank_f *p_init, *p_post_opt, *p_exit;
+static spank_f *p_init, *p_post_opt, *p_exit, *p_task_init;
 static int dummy_handle;
 #define SP ((spank_t)&dummy_handle)
 
@@ -150,8 +184,9 @@ static int load_plugin(void)
 	p_init = (spank_f *)dlsym(h, "slurm_spank_init");
 	p_post_opt = (spank_f *)dlsym(h, "slurm_spank_init_post_opt");
 	p_exit = (spank_f *)dlsym(h, "slurm_spank_exit");
-	if (p_init == NULL || p_post_opt == NULL || p_exit == NULL) {
-		printf("#   missing slurm_spank_init/init_post_opt/exit\n");
+	p_task_init = (spank_f *)dlsym(h, "slurm_spank_task_init");
+	if (p_init == NULL || p_post_opt == NULL || p_exit == NULL || p_task_init == NULL) {
+		printf("#   missing slurm_spank_init/init_post_opt/task_init/exit\n");
 		return (-1);
 	}
 	return (0);
@@ -184,15 +219,22 @@ static int post_opt(void)
 	return (p_post_opt(SP, 0, NULL));
 }
 
-/* What sbatch/srun do with --vse=arg. */
+/* What sbatch/srun (remote 0) or slurmstepd (remote 1) do with --NAME=arg. */
+static int give(const char *name, const char *arg, int remote)
+{
+	int i;
+
+	for (i = 0; i < fake_nopts; i++)
+		if (strcmp(fake_opts[i].name, name) == 0 && fake_opts[i].cb != NULL)
+			return (fake_opts[i].cb(fake_opts[i].val, arg, remote));
+	printf("#   --%s was not registered\n", name);
+	failed = 1;
+	return (-99);
+}
+
 static int give_option(const char *arg, int remote)
 {
-	if (fake_nopts != 1 || fake_opts[0].cb == NULL) {
-		printf("#   --vse was not registered\n");
-		failed = 1;
-		return (-99);
-	}
-	return (fake_opts[0].cb(fake_opts[0].val, arg, remote));
+	return (give("vse", arg, remote));
 }
 
 static const char *env_get(const char *name)
@@ -315,13 +357,16 @@ static void t_exports_only_spank_and_plugin_symbols(void)
 static void check_registers(spank_context_t ctx)
 {
 	CHECK(init_with(ctx, "vse-ok", NULL) == 0);
-	CHECK(fake_nopts == 1);
-	if (fake_nopts != 1)
+	CHECK(fake_nopts == 2);
+	if (fake_nopts != 2)
 		return;
 	CHECK(strcmp(fake_opts[0].name, "vse") == 0);
 	CHECK(fake_opts[0].arginfo != NULL && strcmp(fake_opts[0].arginfo, "FILE") == 0);
 	CHECK(fake_opts[0].has_arg == 1);
 	CHECK(fake_opts[0].cb != NULL);
+	CHECK(strcmp(fake_opts[1].name, "vse-batch") == 0);
+	CHECK(fake_opts[1].has_arg == 1);
+	CHECK(fake_opts[1].cb != NULL);
 	CHECK(fake_nlog == 0);
 }
 
@@ -494,7 +539,7 @@ static void t_same_value_twice_runs_cli_once(void)
 static void t_remote_context_does_nothing(void)
 {
 	CHECK(init_with(S_CTX_REMOTE, "vse-ok", NULL) == 0);
-	CHECK(fake_nopts == 1);
+	CHECK(fake_nopts == 2);
 	CHECK(give_option("/data/hello.xml", 1) == 0);
 	CHECK(post_opt() == 0);
 	CHECK(fake_nenv == 0);
@@ -519,6 +564,219 @@ static void t_slurmd_and_job_script_contexts_do_nothing(void)
 	CHECK(fake_nopts == 0);
 	CHECK(fake_nenv == 0);
 	CHECK(fake_nlog == 0);
+}
+
+
+/* ---- srun inside an allocation --------------------------------------------- */
+
+static void in_allocation_of(const char *file, const char *inherited)
+{
+	setenv("SLURM_JOB_ID", "7", 1);
+	if (file != NULL)
+		setenv("SLURM_SPANK_VSE_FILE", file, 1);
+	if (inherited != NULL)
+		setenv("SLURM_SPANK__SLURM_SPANK_OPTION_vse_vse", inherited, 1);
+}
+
+static void t_srun_in_allocation_takes_the_inherited_option_without_validating(void)
+{
+	CHECK(chdir(tmpdir) == 0);
+	in_allocation_of("/data/hello.xml", "hello.xml");
+	CHECK(init_with(S_CTX_LOCAL, "vse-ok", NULL) == 0);
+	CHECK(give_option("hello.xml", 0) == 0);
+	CHECK(cli_runs() == 0);
+	CHECK(post_opt() == 0);
+	CHECK(fake_nenv == 0);
+	CHECK(fake_nlog == 0);
+}
+
+static void t_srun_in_allocation_takes_the_same_file_given_again(void)
+{
+	in_allocation_of("/data/hello.xml", NULL);
+	CHECK(init_with(S_CTX_LOCAL, "vse-ok", NULL) == 0);
+	CHECK(give_option("/data/hello.xml", 0) == 0);
+	CHECK(cli_runs() == 0);
+	CHECK(fake_nlog == 0);
+}
+
+static void t_srun_in_allocation_refuses_another_file(void)
+{
+	in_allocation_of("/data/hello.xml", "/data/hello.xml");
+	CHECK(init_with(S_CTX_LOCAL, "vse-ok", NULL) == 0);
+	CHECK(give_option("/data/other.xml", 0) == -1);
+	CHECK(cli_runs() == 0);
+	CHECK(log_has("vse: --vse=/data/other.xml: job 7 runs the VMs of /data/hello.xml"));
+	CHECK(log_has("a step cannot change them"));
+}
+
+static void t_srun_in_allocation_without_vms_is_refused(void)
+{
+	in_allocation_of(NULL, NULL);
+	CHECK(init_with(S_CTX_LOCAL, "vse-ok", NULL) == 0);
+	CHECK(give_option("/data/hello.xml", 0) == -1);
+	CHECK(cli_runs() == 0);
+	CHECK(log_has("job 7 was allocated without --vse"));
+}
+
+static void t_sbatch_in_a_job_validates_as_usual(void)
+{
+	/* an allocator makes a new job: it validates, whatever job it was started from */
+	in_allocation_of("/data/old.xml", "old.xml");
+	CHECK(init_with(S_CTX_ALLOCATOR, "vse-ok", NULL) == 0);
+	CHECK(give_option("/data/hello.xml", 0) == 0);
+	CHECK(cli_runs() == 1);
+	CHECK(post_opt() == 0);
+	CHECK(env_is("VSE_FILE", "/data/hello.xml"));
+}
+
+/* ---- --vse-batch ------------------------------------------------------------ */
+
+static void t_batch_option_takes_host_or_inside(void)
+{
+	CHECK(init_with(S_CTX_ALLOCATOR, "vse-ok", NULL) == 0);
+	CHECK(give("vse-batch", "inside", 0) == 0);
+	CHECK(give("vse-batch", "host", 0) == 0);
+	CHECK(fake_nlog == 0);
+	CHECK(give("vse-batch", "elsewhere", 0) == -1);
+	CHECK(log_has("vse: --vse-batch=elsewhere: expected host or inside"));
+}
+
+static void t_batch_inside_needs_vse(void)
+{
+	CHECK(init_with(S_CTX_ALLOCATOR, "vse-ok", NULL) == 0);
+	CHECK(give("vse-batch", "inside", 0) == 0);
+	CHECK(post_opt() == -1);
+	CHECK(log_has("--vse-batch=inside: the job has no --vse=FILE"));
+}
+
+/* ---- task_init: the hand-over to `vse exec --task` -------------------------- */
+
+/* What the task process logged and wrote on its stderr (task_init runs in a child: it may exec). */
+static char task_log[8192];
+
+/*
+ * Run slurm_spank_task_init as slurmstepd would in a task of step `step` with --vse (and
+ * --vse-batch) as given; the plugstack names the fixture CLI `vse-task`, which writes what it got
+ * to the marker. Returns task_init's result, or 1000 when the process was replaced (exec).
+ */
+static int task_init_as(uint32_t step, const char *cli_arg, const char *vse, const char *batch)
+{
+	size_t len = 0;
+	ssize_t n;
+	int j;
+
+	static char marker_env[PATH_MAX + 32];
+	static char *argv[] = { "/usr/bin/hostname", "-s", "two words", NULL };
+	static char *env[] = { "SLURM_LOCALID=1", "SLURM_PROCID=3", "FOO=bar baz", marker_env, NULL };
+	int p[2], status, rv = -99;
+	pid_t pid;
+
+	snprintf(marker_env, sizeof(marker_env), "VSE_TEST_MARKER=%s", marker);
+	fake_step = step;
+	fake_argc = 3;
+	fake_argv = argv;
+	fake_task_env = env;
+	CHECK(init_with(S_CTX_REMOTE, cli_arg == NULL ? "vse-task" : NULL, cli_arg) == 0);
+	if (vse != NULL)
+		CHECK(give_option(vse, 1) == 0);
+	if (batch != NULL)
+		CHECK(give("vse-batch", batch, 1) == 0);
+	CHECK(pipe(p) == 0);
+	fflush(stdout);
+	pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		dup2(p[1], STDERR_FILENO);
+		rv = p_task_init(SP, 0, NULL);
+		fflush(stderr);
+		dprintf(p[1], "rv=%d\n", rv);
+		for (j = 0; j < fake_nlog; j++)
+			dprintf(p[1], "log: %s\n", fake_log[j]);
+		_exit(0);
+	}
+	close(p[1]);
+	while (len < sizeof(task_log) - 1 && (n = read(p[0], task_log + len, sizeof(task_log) - 1 - len)) > 0)
+		len += (size_t)n;
+	task_log[len] = '\0';
+	close(p[0]);
+	rv = 1000;
+	for (const char *l = task_log; (l = strstr(l, "rv=")) != NULL; l++)
+		if (l == task_log || l[-1] == '\n')
+			rv = atoi(l + 3);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return (rv);
+}
+
+/* The marker file's text ("" when the fixture never ran). */
+static const char *marker_text(void)
+{
+	static char buf[4096];
+	FILE *f = fopen(marker, "r");
+	size_t n = 0;
+
+	buf[0] = '\0';
+	if (f != NULL) {
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+	return (buf);
+}
+
+static int marker_is(const char *want)
+{
+	const char *got = marker_text();
+
+	if (strcmp(got, want) == 0)
+		return (1);
+	printf("#   marker:\n%s#   want:\n%s", got, want);
+	return (0);
+}
+
+static void t_task_of_a_vse_step_becomes_vse_exec_task(void)
+{
+	CHECK(task_init_as(3, NULL, "hello.xml", NULL) == 1000);
+	/* argv one per line, then the environment exactly as the task's, then the core limit */
+	CHECK(marker_is("exec\n--task\n--\n/usr/bin/hostname\n-s\ntwo words\n"
+			"env: FOO=bar baz\nenv: SLURM_LOCALID=1\nenv: SLURM_PROCID=3\ncore: 0\n"));
+}
+
+static void t_task_without_vse_stays_on_the_host(void)
+{
+	CHECK(task_init_as(3, NULL, NULL, NULL) == 0);
+	CHECK(marker_is(""));
+	CHECK(fake_nlog == 0);
+}
+
+static void t_batch_step_stays_on_the_host_by_default(void)
+{
+	CHECK(task_init_as(SLURM_BATCH_SCRIPT, NULL, "hello.xml", NULL) == 0);
+	CHECK(task_init_as(SLURM_BATCH_SCRIPT, NULL, "hello.xml", "host") == 0);
+	CHECK(marker_is(""));
+}
+
+static void t_batch_step_inside_becomes_vse_exec_batch(void)
+{
+	CHECK(task_init_as(SLURM_BATCH_SCRIPT, NULL, "hello.xml", "inside") == 1000);
+	CHECK(strncmp(marker_text(), "exec\n--batch\n--\n/usr/bin/hostname\n", 34) == 0);
+}
+
+static void t_extern_and_interactive_steps_stay_on_the_host(void)
+{
+	CHECK(task_init_as(SLURM_EXTERN_CONT, NULL, "hello.xml", "inside") == 0);
+	CHECK(task_init_as(SLURM_INTERACTIVE_STEP, NULL, "hello.xml", NULL) == 0);
+	CHECK(marker_is(""));
+}
+
+static void t_task_hand_over_failure_fails_the_task_and_says_why(void)
+{
+	CHECK(task_init_as(0, "vse=/nonexistent/bin/vse", "hello.xml", NULL) == -1);
+	/* on the task's stderr (srun shows it) and in the log */
+	CHECK(strstr(task_log, "\nlog: vse: cannot run the task in the job's VMs: execve /nonexistent/bin/vse: No such file or directory\n") != NULL);
+	CHECK(strncmp(task_log, "vse: cannot run the task in the job's VMs: execve /nonexistent/bin/vse: No such file or directory\n", 97) == 0);
+	if (failed)
+		printf("#   task's stderr and log:\n%s", task_log);
 }
 
 /* ---- runner ---------------------------------------------------------------- */
@@ -548,6 +806,19 @@ static const struct {
 	T(t_remote_context_does_nothing),
 	T(t_no_option_no_setenv),
 	T(t_slurmd_and_job_script_contexts_do_nothing),
+	T(t_srun_in_allocation_takes_the_inherited_option_without_validating),
+	T(t_srun_in_allocation_takes_the_same_file_given_again),
+	T(t_srun_in_allocation_refuses_another_file),
+	T(t_srun_in_allocation_without_vms_is_refused),
+	T(t_sbatch_in_a_job_validates_as_usual),
+	T(t_batch_option_takes_host_or_inside),
+	T(t_batch_inside_needs_vse),
+	T(t_task_of_a_vse_step_becomes_vse_exec_task),
+	T(t_task_without_vse_stays_on_the_host),
+	T(t_batch_step_stays_on_the_host_by_default),
+	T(t_batch_step_inside_becomes_vse_exec_batch),
+	T(t_extern_and_interactive_steps_stay_on_the_host),
+	T(t_task_hand_over_failure_fails_the_task_and_says_why),
 #undef T
 };
 

@@ -121,6 +121,12 @@ describe('prolog and epilog', () => {
     expect(p.exitCode).toBe(0);
     expect(p.stderr).toContain('/home/u/hello.xml:2:21: /vse/vm/@perNode: VMs per node 500 exceeds the site limit; expected at most 16');
     expect(readFileSync(join(site.logDir, 'prolog.log'), 'utf8')).toContain('job=7007 node=q1: error:');
+    // no VM, but a record that says why, so that the job's tasks fail saying it; the epilog removes it
+    expect(qemuMentioning(`${jobDir('7007', 'q1')}/`)).toEqual([]);
+    expect(JSON.parse(readFileSync(join(jobDir('7007', 'q1'), 'state.json'), 'utf8'))).toMatchObject({
+      state: 'failed', vms: [], error: expect.stringContaining('VMs per node 500 exceeds the site limit'),
+    });
+    expect((await runHook('epilog', site.file, slurmEnv('7007', 'q1'))).exitCode).toBe(0);
     expectClean('7007', 'q1');
   });
 });

@@ -119,18 +119,29 @@ function baseEnv(extra: Record<string, string> | undefined, home: string, user: 
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
 
-async function run(argv: string[], opts: RunOptions): Promise<RunResult> {
-  const [file, ...args] = argv;
-  if (file === undefined) throw new Error("empty command");
-  const r = await execa(file, args, {
+/** How the helpers start commands: a minimal environment, never a rejected promise, text output. */
+function execaOptions(opts: RunOptions, timeoutMs: number) {
+  return {
     cwd: opts.cwd ?? userDir(),
     env: { PATH },
     extendEnv: false,
     reject: false,
-    timeout: opts.timeoutMs ?? 60_000,
+    timeout: opts.timeoutMs ?? timeoutMs,
     stripFinalNewline: false,
     ...(opts.input !== undefined ? { input: opts.input } : { stdin: "ignore" as const }),
-  });
+  };
+}
+
+/** `cmd` as the job user, with SLURM_CONF set and a minimal environment. */
+function userArgv(cmd: string[], opts: RunOptions): [string, ...string[]] {
+  const { home } = userIds();
+  return ["runuser", "-u", JOB_USER, "--", "env", "-i", ...baseEnv(opts.env, home, JOB_USER), ...cmd];
+}
+
+async function run(argv: string[], opts: RunOptions): Promise<RunResult> {
+  const [file, ...args] = argv;
+  if (file === undefined) throw new Error("empty command");
+  const r = await execa(file, args, execaOptions(opts, 60_000));
   if (r.timedOut) {
     throw new Error(`timed out after ${opts.timeoutMs ?? 60_000} ms: ${argv.join(" ")}\n${r.stderr}`);
   }
@@ -139,11 +150,14 @@ async function run(argv: string[], opts: RunOptions): Promise<RunResult> {
 
 /** Run a command as the job user with SLURM_CONF set and a minimal environment. */
 export async function asUser(cmd: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const { home } = userIds();
-  return run(
-    ["runuser", "-u", JOB_USER, "--", "env", "-i", ...baseEnv(opts.env, home, JOB_USER), ...cmd],
-    opts,
-  );
+  return run(userArgv(cmd, opts), opts);
+}
+
+/** Start a command as the job user in the background (e.g. salloc holding an allocation); the
+ *  caller awaits or kills the returned process. Its stdout and stderr are collected as text. */
+export function startAsUser(cmd: string[], opts: RunOptions = {}): ReturnType<typeof execa> {
+  const [file, ...args] = userArgv(cmd, opts);
+  return execa(file, args, execaOptions(opts, 600_000));
 }
 
 /** Run a command as root (this process) with SLURM_CONF set, e.g. scontrol. */

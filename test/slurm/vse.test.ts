@@ -144,13 +144,14 @@ describe("a job submitted with --vse", () => {
     writeUserFile("hello.xml", helloXml(perNode));
     const dir = userDir();
     // One step per node asks vse, as the user, what runs for this job on *that* node; the node
-    // name is expanded by each task's shell, not by the batch script.
+    // name is expanded by each task's shell, not by the batch script. The step runs on the hosts:
+    // without the --vse option that Slurm hands every srun of the job (its tasks would run in the VMs).
     const id = await sbatch(
       ["-N2", "--vse=hello.xml", "-J", "vse-two-nodes", "-o", `${dir}/two-nodes-%j.out`],
       [
         "#!/bin/sh",
         `date +%s%3N > ${dir}/script-start-$SLURM_JOB_ID`,
-        `srun -N2 --ntasks-per-node=1 sh -c '${VSE} status --job "$SLURM_JOB_ID" --node "$SLURMD_NODENAME" --json > ${dir}/status-$SLURM_JOB_ID-$SLURMD_NODENAME.json; echo "rc=$?" >> ${dir}/status-$SLURM_JOB_ID-$SLURMD_NODENAME.rc'`,
+        `env -u SLURM_SPANK__SLURM_SPANK_OPTION_vse_vse srun -N2 --ntasks-per-node=1 sh -c '${VSE} status --job "$SLURM_JOB_ID" --node "$SLURMD_NODENAME" --json > ${dir}/status-$SLURM_JOB_ID-$SLURMD_NODENAME.json; echo "rc=$?" >> ${dir}/status-$SLURM_JOB_ID-$SLURMD_NODENAME.rc'`,
         holdThenExit(),
       ].join("\n"),
     );

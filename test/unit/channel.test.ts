@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_COMMAND, encodeRequest, guestEnvironment, signalCommand, taskCommand, taskInvocation } from '../../lib/guest/request.js';
+import { MAX_COMMAND, encodeRequest, guestEnvironment, signalCommand, taskCommand, taskEnvironment, taskInvocation } from '../../lib/guest/request.js';
 import { parseReady } from '../../lib/guest/ready.js';
 import { MGMT_MAC, jobNetMac, qemuArgs } from '../../lib/deploy/qemu.js';
 import { jobAddress, networkNames } from '../../lib/deploy/net.js';
@@ -106,6 +106,22 @@ describe('the guest environment', () => {
   });
 });
 
+describe('a task\'s environment in the guest', () => {
+  it('is the task\'s own (Slurm\'s and the user\'s) but what describes the host; the guest\'s base stays; PATH keeps the base directories', () => {
+    const from = {
+      PATH: '/opt/app/bin:/usr/bin:/bin', HOME: '/home/alice', SHELL: '/bin/bash', USER: 'alice', PWD: '/scratch/run', OLDPWD: '/x', SHLVL: '2', _: '/usr/bin/srun',
+      SLURM_PROCID: '3', SLURM_LOCALID: '1', SLURM_JOB_ID: '12', SLURMD_NODENAME: 'n1', OMP_NUM_THREADS: '2', LD_LIBRARY_PATH: '/host/lib', TMPDIR: '/tmp/job12',
+      SLURM_SPANK_VSE_DESC: '{"v":1}', SLURM_SPANK_VSE_FILE: '/home/alice/app.xml', SLURM_SPANK__SLURM_SPANK_OPTION_vse_vse: 'app.xml', SLURM_SPANK_OTHER: 'kept',
+    };
+    const env = taskEnvironment({ user: 'alice', uid: 1000, from, cwd: '/home/alice', set: { VSE_VM_INDEX: '1' } });
+    expect(env).toEqual([
+      'PATH=/opt/app/bin:/usr/bin:/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin', 'HOME=/home/alice', 'USER=alice', 'LOGNAME=alice', 'SHELL=/bin/sh',
+      'SLURM_PROCID=3', 'SLURM_LOCALID=1', 'SLURM_JOB_ID=12', 'SLURMD_NODENAME=n1', 'OMP_NUM_THREADS=2', 'SLURM_SPANK_OTHER=kept',
+      'PWD=/home/alice', 'VSE_VM_INDEX=1',
+    ]);
+  });
+});
+
 describe('the ready line', () => {
   it('carries the guest\'s SSH host key, only once the line is complete', () => {
     expect(parseReady('VSE-READY vm-0 ssh-ed25519 AAAAC3Nz\n', 'vm-0')).toEqual({ hostKey: 'ssh-ed25519 AAAAC3Nz' });
@@ -151,6 +167,11 @@ describe('vse exec arguments', () => {
   it('stop at -- or at the command; the command keeps its own options', () => {
     expect(parseExecArgs(['--job', '5', '--vm=1', '--env', 'A', '--', 'ls', '-l'])).toMatchObject({ job: '5', vm: 1, env: ['A'], argv: ['ls', '-l'] });
     expect(parseExecArgs(['--all', 'hostname', '--job', 'x'])).toMatchObject({ all: true, argv: ['hostname', '--job', 'x'] });
+  });
+  it('--task and --batch (the SPANK plugin\'s) take the command and nothing else', () => {
+    expect(parseExecArgs(['--task', '--', '/usr/bin/hostname', '-s'])).toMatchObject({ mode: 'task', argv: ['/usr/bin/hostname', '-s'] });
+    expect(parseExecArgs(['--batch', '--', '/spool/job12/slurm_script', 'a'])).toMatchObject({ mode: 'batch', argv: ['/spool/job12/slurm_script', 'a'] });
+    expect(() => parseExecArgs(['--task', '--vm', '1', '--', 'x'])).toThrow('vse exec: --task takes no other option');
   });
   it('mistakes are named', () => {
     expect(() => parseExecArgs(['--vm', 'two', '--', 'x'])).toThrow('vse exec: --vm expects a whole number, got "two"');
