@@ -15,7 +15,7 @@ DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap t
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
-	install test-prefix test-install demo bench bench-smoke schema clean
+	install test-prefix test-install demo bench bench-launch bench-smoke schema clean
 
 help:
 	@echo "make setup     install Debian packages (root) and npm dependencies"
@@ -23,7 +23,7 @@ help:
 	@echo "make test      everything: check, the QEMU suite and the Slurm suite"
 	@echo "make check     types, lint, unit tests (fast)"
 	@echo "make install   install into DESTDIR/PREFIX (default /usr/local, SYSCONFDIR /etc)"
-	@echo "make bench     benchmarks (bench/)"
+	@echo "make bench     benchmarks (bench/); make bench-launch: srun in the VMs vs on the host (a Slurm test cluster)"
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -141,6 +141,11 @@ bench: build
 	node dist/bench/deploy.js
 	node dist/bench/resolve.js
 	node dist/bench/create.js
+	$(MAKE) bench-launch
+
+# starts the Slurm test cluster (test/slurm/cluster.sh) on vse installed in TEST_PREFIX, then stops it
+bench-launch: test-prefix
+	VSE_PREFIX=$(TEST_PREFIX) node dist/bench/launch.js
 
 # Generated from lib/descriptor/schema-source.ts and checked in: the JSON Schema for users and
 # editors, and ajv's standalone validator (vse validate then neither loads nor compiles ajv).
