@@ -11,8 +11,8 @@ import { fetchKernel } from './kernel.js';
 import { buildOnce, publish } from './store.js';
 import { guestFilesDigest, minimalGuestEntries } from './guest-files.js';
 
-/** Kernel modules the guest loads (and their dependencies): the virtio bus, console, disk, network and file sharing. */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk', 'virtio_net', 'virtiofs'];
+/** Kernel modules the guest loads (and their dependencies): the virtio bus, console, disk, network, file sharing, firmware config (the SSH host key). */
+export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk', 'virtio_net', 'virtiofs', 'qemu_fw_cfg'];
 
 /** Bumped whenever the build below changes what it produces. */
 const BUILDER_VERSION = 2;
