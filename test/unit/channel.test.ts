@@ -106,6 +106,11 @@ describe('networks', () => {
     expect(a).toContain('user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22');
     expect(a).toContain(`virtio-net-pci,netdev=mgmt,mac=${MGMT_MAC},romfile=`);
   });
+  it('the guest\'s SSH host key travels in the firmware config, never on a command line', () => {
+    const a = qemuArgs({ ...base, hostKeyFile: '/s/vm0.hostkey' });
+    expect(a).toContain('name=opt/org.vse/hostkey,file=/s/vm0.hostkey');
+    expect(a.join(' ')).not.toMatch(/-append [^-]*hostkey/);
+  });
   it('the job\'s network is a tap on its bridge, or a loopback multicast group without root', () => {
     expect(qemuArgs({ ...base, jobNet: { mac: jobNetMac(1), tap: 'vsetabc1' } })).toContain('tap,id=jobnet,ifname=vsetabc1,script=no,downscript=no');
     expect(qemuArgs({ ...base, jobNet: { mac: jobNetMac(1), mcast: '239.255.1.2:3000' } })).toContain('socket,id=jobnet,mcast=239.255.1.2:3000,localaddr=127.0.0.1');
