@@ -136,6 +136,7 @@ install: build
 
 demo: setup build
 	build/bin/vse run examples/hello.xml
+	build/bin/vse run -q examples/hello.xml --all -- sh -c 'echo "hello from $$(hostname) ($$(uname -sr)); my peers: $$(grep -o "[^ ]*-vm-[0-9]*$$" /etc/hosts | sort -u | tr "\n" " ")"'
 
 bench: build
 	node dist/bench/deploy.js

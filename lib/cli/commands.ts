@@ -338,3 +338,13 @@ export async function cmdExec(args: string[]): Promise<number> {
   process.stdin.destroy();
   return endLike(r.outcomes);
 }
+
+/** `vse doctor`: what this host can do; exit 1 when something required is missing. */
+export async function cmdDoctor(json: boolean): Promise<number> {
+  const site = loadSiteConfig();
+  const { runDoctor, formatChecks } = await import('../deploy/doctor.js');
+  const { createLogger } = await import('../util/log.js');
+  const checks = await runDoctor(site, createLogger({ tag: 'vse doctor', verbose: false }));
+  out(json ? JSON.stringify(checks) : formatChecks(checks));
+  return checks.some((c) => c.status === 'fail') ? 1 : 0;
+}

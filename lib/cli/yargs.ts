@@ -1,5 +1,5 @@
 /** The whole command line with yargs (help, every command, usage errors): loaded off the fast path. */
-import { cmdCleanup, cmdCreate, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
+import { cmdCleanup, cmdCreate, cmdDoctor, cmdDestroy, cmdGc, cmdImages, cmdResolve, cmdRun, cmdStatus, cmdValidate } from './commands.js';
 
 /** Runs the command; resolves with the exit code (`run FILE -- CMD` passes the command's on; `command` is what followed `--`). */
 export async function runYargs(argv: string[], command: string[] = []): Promise<number> {
@@ -36,6 +36,11 @@ export async function runYargs(argv: string[], command: string[] = []): Promise<
     .command('status', 'list the VMs on this host', (y) =>
       y.option('job', { type: 'string' }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),
     async (a) => cmdStatus(a.job, a.node, a.json))
+    .command('doctor', 'what this host can do: accelerator (KVM by trying, else TCG), tools, kernel features, libvirt', (y) =>
+      y.option('json', { type: 'boolean', default: false }),
+    async (a) => {
+      exitCode = await cmdDoctor(a.json);
+    })
     .command('exec', 'run a command in a job\'s VM: vse exec [--job ID] [--vm N|--all] -- CMD (vse exec --help)', (y) => y, () => undefined)
     .command('cleanup', 'stop and remove everything of a job on this host', (y) =>
       y.option('job', { type: 'string', demandOption: true }).option('node', { type: 'string' }).option('json', { type: 'boolean', default: false }),

@@ -31,7 +31,7 @@ WantedBy=multi-user.target
 `;
 
 /** Loaded early by systemd-modules-load, so the readiness port and the NICs exist before udev gets to them. */
-export const MODULES_LOAD = '# vse: the readiness agent talks on a virtio-serial port; the host reaches the guest over the network\nvirtio_console\nvirtio_net\nvirtiofs\n';
+export const MODULES_LOAD = '# vse: the readiness agent talks on a virtio-serial port; the host reaches the guest over the network\nvirtio_console\nvirtio_net\nvirtiofs\nqemu_fw_cfg\n';
 
 /** Root is the whole virtio disk; a fresh overlay every boot, so no fsck pass. */
 export const FSTAB = '# <file system> <mount point> <type> <options> <dump> <pass>\n/dev/vda / ext4 rw,errors=remount-ro 0 0\n';

@@ -17,7 +17,7 @@ import { MGMT_MAC, jobNetMac } from './qemu.js';
 import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, vmName, writeRecord } from './state.js';
 import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
 import { waitReady } from '../guest/ready.js';
-import { makeJobKey } from '../guest/ssh.js';
+import { makeHostKey, makeJobKey } from '../guest/ssh.js';
 import { mountsParam, startShares } from './shares.js';
 
 export interface DeployEvents {
@@ -116,6 +116,8 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       o.events?.vmStarting?.(vm);
       await run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log });
       const started = Date.now();
+      const hostKeyFile = join(dir, `vm${vm.index}.hostkey`);
+      const hostKey = await makeHostKey(hostKeyFile, log);
       vm.shares = await startShares({ dir, index: vm.index, uid: ctx.uid, gid: ctx.gid, mounts: d.resources.mounts, log });
       await save();
       const mounts = mountsParam(vm.shares);
@@ -131,6 +133,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
           runAs, sandbox: true,
           mgmt: { mac: MGMT_MAC, sshPort: vm.sshPort },
           shares: vm.shares,
+          hostKeyFile,
           ...(net && vm.mac ? { jobNet: { mac: vm.mac, tap: vm.tap, mcast: net.mcast } } : {}),
           ...(d.os.base === 'debian' ? { agentSocket: join(dir, `vm${vm.index}.qga`) } : {}),
         }, log, attempt >= 3);
@@ -149,8 +152,8 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
         name: vm.name, channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, timeoutMs: site.bootTimeoutSec * 1000,
         check: () => aborted ?? (isSameProcess(pid, startTime) ? undefined : `QEMU (pid ${pid}) exited during boot`),
       });
-      if (!ready.hostKey) throw new HostError(`VM ${vm.name} started no SSH server (its image predates the guest channel?); see ${vm.consoleLog}`);
-      vm.hostKey = ready.hostKey;
+      // a guest that could not read the key it was given made its own and announced it (on a port only QEMU writes)
+      vm.hostKey = ready.hostKey ?? hostKey;
       vm.state = 'ready';
       vm.bootMs = Date.now() - started;
       await save();

@@ -25,6 +25,8 @@ export interface QemuVmSpec {
   mgmt?: { mac: string; sshPort: number };
   /** The job's private network: a tap on the job's bridge (root), or a loopback multicast group. */
   jobNet?: { mac: string; tap?: string; mcast?: string };
+  /** The guest's SSH host key (dropbear format), handed over through the firmware config. */
+  hostKeyFile?: string;
   /** Host directories over virtio-fs (each served by a virtiofsd on `socket`); guest RAM is then shared memory. */
   shares?: { tag: string; socket: string }[];
 }
@@ -36,6 +38,9 @@ function shareArgs(vm: QemuVmSpec): string[] {
     ...vm.shares.flatMap((s, k) => ['-chardev', `socket,id=fs${k},path=${s.socket}`, '-device', `vhost-user-fs-pci,chardev=fs${k},tag=${s.tag}`]),
   ];
 }
+
+/** Where the guest finds its SSH host key (/sys/firmware/qemu_fw_cfg/by_name/<this>/raw). */
+export const HOSTKEY_FW_CFG = 'opt/org.vse/hostkey';
 
 /** MAC of the management NIC (the same in every VM: each has a user-mode network of its own). */
 export const MGMT_MAC = '52:54:00:12:34:56';
@@ -90,6 +95,7 @@ export function qemuArgs(vm: QemuVmSpec): string[] {
     '-drive', `file=${vm.overlay},if=virtio,format=qcow2,cache=writeback,discard=unmap`,
     ...netArgs(vm),
     ...shareArgs(vm),
+    ...(vm.hostKeyFile !== undefined ? ['-fw_cfg', `name=${HOSTKEY_FW_CFG},file=${vm.hostKeyFile}`] : []),
     '-no-reboot',
     '-pidfile', vm.pidFile,
     ...(vm.foreground ? [] : ['-daemonize']),

@@ -9,9 +9,11 @@
 #   vse.net=MAC,ADDR/LEN         the NIC and address on the job's private network
 #   vse.hosts=NAME=ADDR,...      the job's VMs, for /etc/hosts
 #   vse.mounts=TAG:PATH:ro|rw,.. virtiofs shares of host paths the site allows
-# Then it starts the SSH server (dropbear, fresh host key) and says `VSE-READY NAME KEYTYPE KEY` on
-# the org.vse.0 virtio-serial port, so the host learns the host key over a channel nobody else
-# can write to. Problems go to the console and the line says `VSE-FAILED NAME why` instead.
+# Then it starts the SSH server (dropbear) with the host key the host made for this VM (QEMU's
+# firmware config, opt/org.vse/hostkey, readable by root only) and says `VSE-READY NAME` on the
+# org.vse.0 virtio-serial port. Without that key it makes one and announces it:
+# `VSE-READY NAME KEYTYPE KEY`, on a channel nobody but QEMU can write to. Problems go to the
+# console and the line says `VSE-FAILED NAME why` instead.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
 name= user= key= mgmt= net= hosts= mounts=
@@ -101,11 +103,17 @@ if [ -n "$key" ]; then
   echo "ssh-ed25519 $key vse-job" >/root/.ssh/authorized_keys
   chmod 600 /root/.ssh/authorized_keys
   rm -f /etc/dropbear/vse_ed25519
-  if dropbearkey -t ed25519 -f /etc/dropbear/vse_ed25519 >/dev/null 2>&1; then
+  given=/sys/firmware/qemu_fw_cfg/by_name/opt/org.vse/hostkey/raw
+  [ -r "$given" ] || modprobe -q qemu_fw_cfg 2>/dev/null || :
+  if [ -r "$given" ] && cat "$given" >/etc/dropbear/vse_ed25519 && chmod 600 /etc/dropbear/vse_ed25519; then
+    :
+  elif dropbearkey -t ed25519 -f /etc/dropbear/vse_ed25519 >/dev/null 2>&1; then
     hostkey=$(dropbearkey -y -f /etc/dropbear/vse_ed25519 2>/dev/null | grep '^ssh-ed25519 ' | cut -d' ' -f1,2)
-    dropbear -r /etc/dropbear/vse_ed25519 -s -m -p 22 -P /run/dropbear.pid -E 2>>/var/log/dropbear.log || problem "the SSH server did not start"
   else
-    problem "dropbearkey failed"
+    problem "no SSH host key (none given, dropbearkey failed)"
+  fi
+  if [ -s /etc/dropbear/vse_ed25519 ]; then
+    dropbear -r /etc/dropbear/vse_ed25519 -s -m -p 22 -P /run/dropbear.pid -E 2>>/var/log/dropbear.log || problem "the SSH server did not start"
   fi
 fi
 

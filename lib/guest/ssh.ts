@@ -43,6 +43,22 @@ export async function makeJobKey(jobDir: string, uid: number, gid: number): Prom
   return { file, publicBlob };
 }
 
+/**
+ * A host key for one VM's SSH server, made here (dropbear's format) rather than in the guest: key
+ * generation under TCG takes more than a second. The guest reads it from QEMU's firmware config
+ * (root-only in the guest), so it never appears on a command line. Returns its public half.
+ */
+export async function makeHostKey(file: string, log?: import('../util/log.js').Logger): Promise<string> {
+  const { run } = await import('../util/run.js');
+  const env = { PATH: '/usr/bin:/bin', LC_ALL: 'C' };
+  await run(['/usr/bin/dropbearkey', '-t', 'ed25519', '-f', file], { log, env });
+  chmodSync(file, 0o600);
+  const pub = (await run(['/usr/bin/dropbearkey', '-y', '-f', file], { log, env })).stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
+  const [type, blob] = (pub ?? '').split(' ');
+  if (!type || !blob) throw new HostError(`dropbearkey gave no public key for ${file}`);
+  return `${type} ${blob}`;
+}
+
 export interface GuestTarget {
   name: string;
   port: number;

@@ -141,3 +141,16 @@ describe('a guest that never becomes ready', () => {
     expect(qemuMentioning('/jobs/7008.q1/')).toEqual([]);
   });
 });
+
+describe('vse doctor', () => {
+  it('reports the accelerator found by trying, the same one deployments record, and the tools deploy needs', async () => {
+    const r = await execa(bin('vse'), ['doctor', '--json'], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const checks = JSON.parse(String(r.stdout)) as { name: string; status: string; detail: string }[];
+    const accel = checks.find((c) => c.name === 'accelerator');
+    expect(accel?.detail).toMatch(/^(kvm|tcg): ./);
+    const state = JSON.parse(readFileSync(join(site.stateDir, 'accel.json'), 'utf8')) as Record<string, unknown>;
+    expect(JSON.stringify(state)).toContain(accel!.detail.split(':')[0]!);
+    for (const name of ['qemu', 'qemu-img', 'vse-task', 'dropbear', 'ip']) expect(checks.find((c) => c.name === name)?.status).toBe('ok');
+  });
+});

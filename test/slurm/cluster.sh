@@ -14,7 +14,8 @@
 #   VSE_SLURM_STOP_WAIT      seconds `stop` lets running/completing jobs end; default 60
 #   VSE_SLURMD_DEBUG  SlurmdDebug/SlurmctldDebug level; default debug (prolog output
 #                     and errors land in the slurmd logs)
-#   VSE_SLURM_CTLD_PORT  SlurmctldPort; default 16817 (nodes use 16821-16822)
+#   VSE_SLURM_CTLD_PORT  SlurmctldPort; default 16817
+#   VSE_SLURM_NODE_PORT  port of n1 (n2 has the next one); default 16821
 #
 # Progress goes to stderr; `start` prints only the export line on stdout, so
 #   eval "$(test/slurm/cluster.sh start)"
@@ -29,7 +30,8 @@ START_TIMEOUT=${VSE_SLURM_START_TIMEOUT:-60}
 STOP_WAIT=${VSE_SLURM_STOP_WAIT:-60}
 DEBUG_LEVEL=${VSE_SLURMD_DEBUG:-debug}
 CTLD_PORT=${VSE_SLURM_CTLD_PORT:-16817}
-NODE_PORTS=(16821 16822)
+NODE_BASE_PORT=${VSE_SLURM_NODE_PORT:-16821}
+NODE_PORTS=("$NODE_BASE_PORT" "$((NODE_BASE_PORT + 1))")
 NODES=(n1 n2)
 
 CONF=$VSE_SLURM_DIR/slurm.conf

@@ -142,6 +142,11 @@ describe('networks', () => {
     expect(a).toContain('user,id=mgmt,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22');
     expect(a).toContain(`virtio-net-pci,netdev=mgmt,mac=${MGMT_MAC},romfile=`);
   });
+  it('the guest\'s SSH host key travels in the firmware config, never on a command line', () => {
+    const a = qemuArgs({ ...base, hostKeyFile: '/s/vm0.hostkey' });
+    expect(a).toContain('name=opt/org.vse/hostkey,file=/s/vm0.hostkey');
+    expect(a.join(' ')).not.toMatch(/-append [^-]*hostkey/);
+  });
   it('the job\'s network is a tap on its bridge, or a loopback multicast group without root', () => {
     expect(qemuArgs({ ...base, jobNet: { mac: jobNetMac(1), tap: 'vsetabc1' } })).toContain('tap,id=jobnet,ifname=vsetabc1,script=no,downscript=no');
     expect(qemuArgs({ ...base, jobNet: { mac: jobNetMac(1), mcast: '239.255.1.2:3000' } })).toContain('socket,id=jobnet,mcast=239.255.1.2:3000,localaddr=127.0.0.1');
@@ -200,5 +205,18 @@ describe('host directories over virtio-fs', () => {
     });
     expect(a.join(' ')).toContain('-object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem');
     expect(a.join(' ')).toContain('-chardev socket,id=fs1,path=/s/b.sock -device vhost-user-fs-pci,chardev=fs1,tag=vse1');
+  });
+});
+
+describe('the minimal guest\'s kernel modules', () => {
+  it('lose their appended signature (an RSA check per module under TCG), and nothing else', async () => {
+    const { stripModuleSignature } = await import('../../lib/configure/minimal.js');
+    const body = Buffer.from('\x7fELF module body');
+    const sig = Buffer.alloc(40, 7);
+    const info = Buffer.alloc(12);
+    info.writeUInt32BE(sig.length, 8);
+    const signed = Buffer.concat([body, sig, info, Buffer.from('~Module signature appended~\n')]);
+    expect(stripModuleSignature(signed)).toEqual(body);
+    expect(stripModuleSignature(body)).toEqual(body);
   });
 });
