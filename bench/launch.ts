@@ -6,6 +6,7 @@
  * --vse option Slurm hands every srun of the allocation), alternately, same run.
  * Goal: median overhead under 500 ms per step.
  * Usage (root; starts and stops the cluster): VSE_PREFIX=/tmp/vse-prefix node dist/bench/launch.js [--runs N] [--json]
+ * (VSE_SLURM_DIR, VSE_SLURM_CTLD_PORT, VSE_SLURM_NODE_PORT as for cluster.sh: a second cluster beside another)
  */
 import { spawnSync } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,11 +23,14 @@ const root = resolve(import.meta.dirname, '..', '..');
 const cluster = join(root, 'test', 'slurm', 'cluster.sh');
 const PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** What cluster.sh and the Slurm commands see: the install, the cluster's directory and ports. */
+const clusterEnv: Record<string, string> = {
+  PATH, VSE_PREFIX: prefix, VSE_SLURM_DIR: slurmDir, SLURM_CONF: join(slurmDir, 'slurm.conf'), LC_ALL: 'C',
+  ...Object.fromEntries(['VSE_SLURM_CTLD_PORT', 'VSE_SLURM_NODE_PORT', 'VSE_SLURM_USER'].flatMap((k) => (process.env[k] ? [[k, process.env[k] as string]] : []))),
+};
+
 function run(argv: string[], what: string, timeoutMs = 600_000): string {
-  const r = spawnSync(argv[0] as string, argv.slice(1), {
-    encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'],
-    env: { PATH, VSE_PREFIX: prefix, VSE_SLURM_DIR: slurmDir, SLURM_CONF: join(slurmDir, 'slurm.conf'), LC_ALL: 'C' },
-  });
+  const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8', timeout: timeoutMs, stdio: ['ignore', 'pipe', 'pipe'], env: clusterEnv });
   if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status ?? r.signal}):\n${r.stderr}${r.stdout}`);
   return r.stdout;
 }
@@ -91,7 +95,7 @@ function main(): void {
       '',
     ].join('\n'));
   } finally {
-    spawnSync('bash', [cluster, 'stop'], { stdio: 'ignore', env: { PATH, VSE_PREFIX: prefix, VSE_SLURM_DIR: slurmDir } });
+    spawnSync('bash', [cluster, 'stop'], { stdio: 'ignore', env: clusterEnv });
     rmSync(tmp, { recursive: true, force: true });
   }
 }
