@@ -31,7 +31,12 @@ export async function slurmJobState(job: string, log: Logger): Promise<'over' | 
 export async function judge(dir: string, rec: DeploymentRecord | undefined, log: Logger): Promise<Verdict> {
   if (!rec) {
     // a deployer killed before it wrote its record: wait a while (it may still be writing it)
-    const ageMs = Date.now() - statSync(dir).mtimeMs;
+    let ageMs: number;
+    try {
+      ageMs = Date.now() - statSync(dir).mtimeMs;
+    } catch {
+      return { over: false, why: 'gone while looking (its own cleanup ran)' };
+    }
     if (pidsMentioning(`${dir}/`).length > 0) return { over: false, why: 'no record, but processes use it' };
     return ageMs > 10 * 60_000 ? { over: true, why: 'no record, nothing runs, older than 10 minutes' } : { over: false, why: 'no record yet (a deploy may be starting)' };
   }
