@@ -11,7 +11,7 @@
  * capabilities in that namespace through exec (ambient), enters a new mount namespace, makes each
  * --ro DIR a read-only bind mount of itself, with --listen makes SOCKET a listening unix socket
  * (owned by UID) on file descriptor 3 (virtiofsd --fd=3: given its socket, it needs no lock file in
- * root's /run), and executes PROGRAM in a session of its own, with its
+ * root's /run), and executes PROGRAM detached by setsid(), with its
  * stdout sent to its stderr. Capabilities in a user namespace apply only to files whose owner and
  * group are mapped there: the user's own. The parent prints the child's pid and exits 0 once the
  * child is on its way (PROGRAM's own failures show in its stderr and its exit).

@@ -13,13 +13,13 @@
  * second request on the same connection can signal it (the SSH "signal" request is not honoured
  * by every server, dropbear's included).
  *
- * It runs ARGV as UID:GID (unless 0) in a session of its own, with exactly ENV as environment and
+ * It runs ARGV as UID:GID (unless 0), detached by setsid(), with exactly ENV as environment and
  * CWD as working directory (or /tmp, with a message, when CWD is missing: what slurmstepd does).
  * A command named by a path in a standard system directory that the guest does not have there
  * is looked up by its name on PATH: srun names `hostname` by the host's /usr/bin/hostname, which
  * a busybox guest keeps in /bin (on a merged-/usr Debian both are the same file anyway).
- * Signals it receives (the SSH "signal" request of the host's client) go to the command's whole
- * process group. When the connection goes away (the SSH server's session process ends: our
+ * Signals it receives, and those a "vse-signal-1" request names, go to the command's whole
+ * process group. When the connection goes away (the SSH server's per-connection process ends: our
  * parent-death signal), the group gets SIGTERM, then SIGKILL after two seconds. When the command
  * ends, whatever is left of its group is killed, and vse-task ends the same way the command did:
  * the same exit code, or the same signal (so the SSH server reports exit-signal).
@@ -160,7 +160,7 @@ static const int forwarded[] = { SIGINT, SIGTERM, SIGQUIT, SIGUSR1, SIGUSR2, SIG
 int main(int argc, char **argv)
 {
 	if (argc != 2) die("usage: vse-task BASE64|-LEN (run by vse exec, not by hand)");
-	/* our parent is the SSH server's session process: when it goes, the connection has gone */
+	/* our parent is the SSH server's per-connection process: when it goes, the connection has gone */
 	pid_t parent = getppid();
 	if (prctl(PR_SET_PDEATHSIG, SIGHUP) != 0) die("prctl failed");
 	if (getppid() != parent) return 129;
