@@ -118,15 +118,17 @@ export async function cmdDestroy(what: string): Promise<void> {
 
 /**
  * `vse gc`: first what ended jobs left on this host (their epilog never ran), then configurations no
- * running job uses, older than --older-than days (or all), and leftovers of crashed builds.
+ * running job uses, last used longer ago than --older-than days (site: cacheMaxAgeDays, 30), then the
+ * least recently used until the cache fits cacheMaxSize (site config), and leftovers of crashed builds.
  */
-export async function cmdGc(olderThanDays: number, dryRun: boolean, json: boolean): Promise<void> {
+export async function cmdGc(olderThanDays: number | undefined, dryRun: boolean, json: boolean): Promise<void> {
   const site = loadSiteConfig();
   const { gcConfigurations } = await import('../configure/store.js');
   const { gcJobs } = await import('../deploy/gc.js');
   const { createLogger } = await import('../util/log.js');
   const jobs = await gcJobs(site.stateDir, createLogger({ tag: 'vse gc', verbose: false }), dryRun);
-  const r = gcConfigurations(site.cacheDir, await keysInUse(site.stateDir, site.cacheDir), olderThanDays * 86_400_000, dryRun);
+  const days = olderThanDays ?? site.cacheMaxAgeDays ?? 30;
+  const r = gcConfigurations(site.cacheDir, await keysInUse(site.stateDir, site.cacheDir), days * 86_400_000, dryRun, site.cacheMaxSizeMiB === undefined ? undefined : site.cacheMaxSizeMiB * 1048576);
   if (json) {
     out(JSON.stringify({ ...r, jobs }));
     return;

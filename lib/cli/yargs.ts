@@ -25,7 +25,7 @@ export async function runYargs(argv: string[], command: string[] = []): Promise<
       y.positional('what', { type: 'string', demandOption: true, describe: 'a configuration key or a description file' }),
     async (a) => cmdDestroy(a.what))
     .command('gc', 'remove what ended jobs left on this host, configurations no job uses, leftovers of crashed builds', (y) =>
-      y.option('older-than', { type: 'number', default: 30, describe: 'days since last use' }).option('dry-run', { type: 'boolean', default: false }).option('json', { type: 'boolean', default: false }),
+      y.option('older-than', { type: 'number', describe: 'days since last use (default: the site\'s cacheMaxAgeDays, 30)' }).option('dry-run', { type: 'boolean', default: false }).option('json', { type: 'boolean', default: false }),
     async (a) => cmdGc(a.olderThan, a.dryRun, a.json))
     .command('run <file>', 'boot the description\'s VMs on this machine, run a command in them (run FILE -- CMD...), remove them', (y) =>
       y.positional('file', { type: 'string', demandOption: true }).option('quiet', { alias: 'q', type: 'boolean', default: false })

@@ -212,14 +212,32 @@ export interface GcResult {
  * than `maxAgeMs`, children before parents; and what crashed builds left (temporary directories,
  * dead locks).
  */
-export function gcConfigurations(cacheDir: string, inUse: Set<string>, maxAgeMs: number, dryRun: boolean): GcResult {
+export function gcConfigurations(cacheDir: string, inUse: Set<string>, maxAgeMs: number, dryRun: boolean, maxBytes?: number): GcResult {
   const all = listConfigurations(cacheDir);
   const keep = new Set(inUse);
   const now = Date.now();
   for (const c of all) if (now - Date.parse(c.lastUsed) < maxAgeMs) keep.add(c.key);
   // a kept configuration keeps its bases
   const parents = new Map(all.map((c) => [c.key, c.parent]));
-  for (const k of [...keep]) for (let p = parents.get(k); p; p = parents.get(p)) keep.add(p);
+  const withBases = (keys: Set<string>): Set<string> => {
+    for (const k of [...keys]) for (let p = parents.get(k); p; p = parents.get(p)) keys.add(p);
+    return keys;
+  };
+  withBases(keep);
+  if (maxBytes !== undefined) {
+    // over the size limit: the least recently used go first, never one a job uses (nor its bases),
+    // and a base only once nothing kept builds on it
+    const needed = withBases(new Set(inUse));
+    const bytes = new Map(all.map((c) => [c.key, c.bytes]));
+    let total = [...keep].reduce((n, k) => n + (bytes.get(k) ?? 0), 0);
+    const byAge = all.filter((c) => keep.has(c.key) && !needed.has(c.key)).sort((a, b) => a.lastUsed.localeCompare(b.lastUsed));
+    // the oldest removable one each time: a base becomes removable as soon as its last child went
+    const removable = (c: StoredConfiguration): boolean => keep.has(c.key) && ![...keep].some((k) => parents.get(k) === c.key);
+    for (let next = byAge.find(removable); total > maxBytes && next; next = byAge.find(removable)) {
+      keep.delete(next.key);
+      total -= next.bytes;
+    }
+  }
   const doomed = all.filter((c) => !keep.has(c.key));
   // children first: a base is removed only after what builds on it
   const depth = (k: string): number => {

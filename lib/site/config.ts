@@ -29,6 +29,10 @@ export interface SiteConfig {
   requiredBase?: string;
   /** The files that were read, in order (for `vse doctor` and error messages). */
   sources: string[];
+  /** `vse gc` removes configurations no job uses that were last used longer ago (default 30 days)... */
+  cacheMaxAgeDays?: number;
+  /** ...and then the least recently used ones until the cache is no larger than this (MiB; no limit when unset). */
+  cacheMaxSizeMiB?: number;
 }
 
 interface RawSite {
@@ -44,6 +48,8 @@ interface RawSite {
   allowedHostPaths?: { path: string; modes?: ('ro' | 'rw')[] }[];
   descriptionDirs?: string[];
   requiredBase?: string;
+  cacheMaxAgeDays?: number;
+  cacheMaxSize?: string;
 }
 
 function readRaw(file: string): RawSite {
@@ -54,6 +60,12 @@ function readRaw(file: string): RawSite {
   } catch (err) {
     throw new HostError(`${file}: cannot read the site config: ${(err as Error).message}`, { cause: err });
   }
+}
+
+function cacheSize(text: string, file: string): number {
+  const mib = parseSize(text);
+  if (mib === undefined || mib <= 0) throw new HostError(`${file}: cacheMaxSize: "${text}" is not a size; expected e.g. "20G" or "500M"`);
+  return mib;
 }
 
 /** The admin's site config file (install sysconfdir, or VSE_SITE_CONFIG for tests and desktops). */
@@ -100,5 +112,7 @@ export function loadSiteConfig(): SiteConfig {
     ...(m.requiredBase !== undefined ? { requiredBase: m.requiredBase } : {}),
     descriptionDirs: m.descriptionDirs ?? [join(installInfo.sysconfdir, 'vse', 'descriptions'), join(shippedConfigDir, 'descriptions')],
     sources,
+    cacheMaxAgeDays: m.cacheMaxAgeDays ?? 30,
+    ...(m.cacheMaxSize !== undefined ? { cacheMaxSizeMiB: cacheSize(m.cacheMaxSize, sources.at(-1) ?? 'site config') } : {}),
   };
 }
