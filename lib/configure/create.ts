@@ -3,7 +3,7 @@
  * reused) first; the description's own files, build steps and boot options make a derived
  * configuration on top of it, keyed by the hash of everything that goes in.
  */
-import { copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lchownSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Description } from '../descriptor/model.js';
@@ -42,7 +42,8 @@ function bootArgs(d: Description): string[] {
 function load(dir: string, key: string): Configuration {
   const m = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { cmdline: string; kernelPackage: string };
   touchUsed(dir);
-  return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), disk: join(dir, 'disk.qcow2'), cmdline: m.cmdline, kernelPackage: m.kernelPackage };
+  const disk = join(dir, 'disk.qcow2');
+  return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), ...(existsSync(disk) ? { disk } : {}), cmdline: m.cmdline, kernelPackage: m.kernelPackage };
 }
 
 /** The base configuration of the description's OS. */
@@ -74,7 +75,7 @@ function linkOrCopy(from: string, to: string): void {
 /**
  * The frame every derived configuration is built in: a key from the parent and the inputs, one
  * build per key, a temporary directory, the parent's kernel (and initrd) linked, a qcow2 overlay of
- * the parent's disk, the manifest, an atomic publish. `make` does the part that differs.
+ * the parent's disk (when it has one), the manifest, an atomic publish. `make` does the part that differs.
  */
 async function derive(d: Description, base: Configuration, o: CreateOptions, inputs: object, what: string,
   make: (out: string, work: string) => Promise<DerivedParts>): Promise<Configuration> {
@@ -97,7 +98,7 @@ async function derive(d: Description, base: Configuration, o: CreateOptions, inp
     try {
       const out = join(work.name, 'out');
       mkdirSync(out, { mode: 0o755 });
-      await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
+      if (base.disk !== undefined) await run(['/usr/bin/qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, join(out, 'disk.qcow2')], { log: o.log });
       const parts = await make(out, work.name);
       linkOrCopy(base.kernel, join(out, 'vmlinuz'));
       if (!parts.ownInitrd) linkOrCopy(base.initrd, join(out, 'initrd.img'));

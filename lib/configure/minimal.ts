@@ -12,7 +12,9 @@ import { buildOnce, publish } from './store.js';
 import { guestFilesDigest, minimalGuestEntries } from './guest-files.js';
 
 /** Kernel modules the guest loads (and their dependencies): the virtio bus, console, disk, network, file sharing, firmware config (the SSH host key). */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_blk', 'virtio_net', 'virtiofs', 'qemu_fw_cfg'];
+export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_net', 'virtiofs', 'qemu_fw_cfg'];
+/** Modules in the image that boot does not load: the guest's setup loads them once the guest is ready (the memory balloon's free page reporting). */
+export const LATE_MODULES = ['virtio_balloon'];
 
 /** Bumped whenever the build below changes what it produces. */
 const BUILDER_VERSION = 3;
@@ -25,8 +27,8 @@ export interface Configuration {
   dir: string;
   kernel: string;
   initrd: string;
-  /** Base disk image; every VM gets a copy-on-write overlay of it. */
-  disk: string;
+  /** Base disk image, for bases that boot from one (debian); every VM gets a copy-on-write overlay of it. The minimal guest runs from memory and has none. */
+  disk?: string;
   /** Kernel command line (the per-VM hostname is added at deploy time). */
   cmdline: string;
   kernelPackage: string;
@@ -43,9 +45,9 @@ function initScript(): string {
 }
 
 function configurationAt(dir: string, key: string, lookOnly = false): Configuration {
-  if (lookOnly && !existsSync(join(dir, 'manifest.json'))) return { key, dir, kernel: '', initrd: '', disk: '', cmdline: BASE_CMDLINE, kernelPackage: '' };
+  if (lookOnly && !existsSync(join(dir, 'manifest.json'))) return { key, dir, kernel: '', initrd: '', cmdline: BASE_CMDLINE, kernelPackage: '' };
   const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { kernelPackage: string; cmdline: string };
-  return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), disk: join(dir, 'disk.qcow2'), cmdline: manifest.cmdline, kernelPackage: manifest.kernelPackage };
+  return { key, dir, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), cmdline: manifest.cmdline, kernelPackage: manifest.kernelPackage };
 }
 
 const SIGNATURE_MAGIC = Buffer.from('~Module signature appended~\n');
@@ -100,7 +102,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
   const kernel = await fetchKernel(opts.kernelPackage, cacheDir, log);
   const init = initScript();
   const busybox = readFileSync(BUSYBOX);
-  const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), guest: guestFilesDigest(true), modules: GUEST_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
+  const key = sha256(JSON.stringify({ v: BUILDER_VERSION, base: 'minimal', kernel: kernel.sha256, busybox: sha256(busybox), init: sha256(init), guest: guestFilesDigest(true), modules: GUEST_MODULES, late: LATE_MODULES, cmdline: BASE_CMDLINE })).slice(0, 24);
   const configsDir = join(cacheDir, 'configs');
   const dir = join(configsDir, key);
   if (existsSync(join(dir, 'manifest.json')) || opts.lookOnly) return configurationAt(dir, key, opts.lookOnly);
@@ -120,6 +122,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
       await run(['/usr/sbin/depmod', '-b', unpacked, kver], { log });
       const modDir = join(unpacked, 'lib', 'modules', kver);
       const mods = moduleOrder(modDir, GUEST_MODULES);
+      const late = moduleOrder(modDir, LATE_MODULES).filter((m) => !mods.includes(m));
       const out = join(work.name, 'out');
       mkdirSync(out, { mode: 0o755 });
       copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
@@ -134,17 +137,16 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
         { path: 'bin/sh', type: 'symlink', target: 'busybox' },
         { path: 'init', type: 'file', data: Buffer.from(init), mode: 0o755 },
         { path: 'etc/vse-release', type: 'file', data: Buffer.from(`key=${key}\nkernel=${kernel.name}\n`) },
-        ...mods.map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: stripModuleSignature(readFileSync(join(modDir, m))) })),
+        ...[...mods, ...late].map((m) => ({ path: `lib/modules/${basename(m).replace(/\.ko(\.\w+)?$/, '')}.ko`, type: 'file' as const, data: stripModuleSignature(readFileSync(join(modDir, m))) })),
         { path: 'lib/modules/load-order', type: 'file', data: Buffer.from(mods.map((m) => basename(m).replace(/\.ko(\.\w+)?$/, '')).join('\n') + '\n') },
         ...guest,
         // after the directories above (usr/bin, usr/sbin, sbin): parents come first in an initramfs
         ...(await busyboxApplets(log)).map((path) => ({ path, type: 'symlink' as const, target: '/bin/busybox' })),
       ];
       writeFileSync(join(out, 'initrd.img'), buildCpio(entries));
-      await run(['qemu-img', 'create', '-q', '-f', 'qcow2', join(out, 'disk.qcow2'), '64M'], { log, env: { PATH: '/usr/bin:/bin' } });
       const manifest = {
         key, base: 'minimal', builder: BUILDER_VERSION, kernelPackage: kernel.name, kernelDebSha256: kernel.sha256,
-        modules: mods.map((m) => basename(m)), cmdline: BASE_CMDLINE, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
+        modules: mods.map((m) => basename(m)), lateModules: late.map((m) => basename(m)), cmdline: BASE_CMDLINE, builtAt: new Date().toISOString(), buildMs: Date.now() - started,
       };
       writeFileSync(join(out, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
       publish(out, dir);

@@ -135,11 +135,11 @@ function mkfsArgs(tree: string, image: string): string[] {
 const opt = (path: string): string => path.replace(/,/g, ',,');
 
 /**
- * A hand-in disk. Its PCI slot (0x1d and up) comes after the overlay's, which QEMU places itself:
+ * A hand-in disk. Its PCI slot (0x1a and up: 0x1f is q35's LPC bridge) comes after the overlay's, which QEMU places itself:
  * the guest finds disks in slot order, and the overlay must stay /dev/vda, the root the initramfs mounts.
  */
 function drive(slot: number, serial: string, file: string, readonly: boolean): string[] {
-  return ['-drive', `file=${opt(file)},if=none,id=${serial},format=raw${readonly ? ',readonly=on' : ''}`, '-device', `virtio-blk-pci,drive=${serial},serial=${serial},addr=0x${(0x1d + slot).toString(16)}`];
+  return ['-drive', `file=${opt(file)},if=none,id=${serial},format=raw${readonly ? ',readonly=on' : ''}`, '-device', `virtio-blk-pci,drive=${serial},serial=${serial},addr=0x${(0x1a + slot).toString(16)}`];
 }
 
 /** The runtime disk: the host programs and libraries, the guest program, its init and the plan. */

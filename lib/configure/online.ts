@@ -59,7 +59,7 @@ export async function startBuildVm(o: BuildVmOptions): Promise<BuildVm> {
   const f = (n: string): string => join(o.work, n);
   const { accel } = await chooseAccel(o.site.accel, o.kernel, o.site.stateDir, o.log);
   const args = qemuArgs({
-    name, accel, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline,
+    name, accel, tcgCacheMiB: o.site.tcgCacheMiB, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline,
     overlay: o.disk, qmpSocket: f('qmp'), channelSocket: f('chan'), consoleLog: f('console.log'), pidFile: f('pid'),
     ...(o.agent ? { agentSocket: f('qga') } : {}), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
   });

@@ -8,7 +8,7 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync,
 import { join } from 'node:path';
 import type { Accel } from '../site/config.js';
 import type { Logger } from '../util/log.js';
-import { QEMU } from './qemu.js';
+import { MACHINE, QEMU } from './qemu.js';
 import { bootId } from './proc.js';
 
 export interface AccelChoice {
@@ -23,7 +23,7 @@ const PROBE_MS = 6000;
 function probeKvm(kernel: string): Promise<{ ok: boolean; why: string }> {
   return new Promise((resolve) => {
     const child = spawn(QEMU, [
-      '-machine', 'pc,accel=kvm', '-cpu', 'host', '-nodefaults', '-no-user-config', '-display', 'none',
+      '-machine', `${MACHINE},accel=kvm`, '-cpu', 'host', '-nodefaults', '-no-user-config', '-display', 'none',
       '-m', '128M', '-kernel', kernel, '-append', 'console=ttyS0 earlyprintk=serial,ttyS0 panic=-1',
       '-serial', 'stdio', '-no-reboot',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });

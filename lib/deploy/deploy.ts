@@ -63,6 +63,14 @@ export function guestCmdline(base: string, o: { vm: VmRecord; ctx: JobContext; k
   return parts.join(' ');
 }
 
+/** Like Promise.all, but every promise settles first (nothing still starts while a failure is cleaned up). */
+async function allOrFirstError<T extends readonly unknown[]>(ps: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const r = await Promise.allSettled(ps);
+  const failed = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+  if (failed) throw failed.reason;
+  return r.map((x) => (x as PromiseFulfilledResult<unknown>).value) as unknown as T;
+}
+
 /** Boot every VM the description asks for on this node; on failure nothing of the job is left. */
 export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
   const { ctx, description: d, site, log } = o;
@@ -85,6 +93,8 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
   // Record writes are serialised so that parallel VM starts never lose each other's updates.
   let writes = Promise.resolve();
   const save = (): Promise<void> => (writes = writes.then(() => writeRecord(rec)));
+  // host-side work started in parallel: all of it settles before a failed deploy cleans up
+  const pending: Promise<unknown>[] = [];
   try {
     const config = await ensureConfiguration(d, { site, log, builder: builderFor(ctx.uid, ctx.gid, ctx.user) });
     rec.configuration = { key: config.key, dir: config.dir, kernelPackage: config.kernelPackage };
@@ -92,34 +102,47 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
     rec.accel = accel.accel;
     rec.accelReason = accel.reason;
     log.info(`accel ${accel.accel} (${accel.reason})`);
-    const key = await makeJobKey(dir, ctx.uid, ctx.gid);
-    rec.keyFile = key.file;
     const privateNet = d.resources.network.mode === 'private';
     rec.vms = Array.from({ length: d.vm.perNode }, (_, index) => ({
       index, name: vmName(ctx.jobId, ctx.node, index), state: 'starting' as const, memoryMiB: d.vm.memoryMiB, vcpus: d.vm.vcpus,
-      overlay: join(dir, `vm${index}.qcow2`), qmpSocket: join(dir, `vm${index}.qmp`), channelSocket: join(dir, `vm${index}.chan`),
+      ...(config.disk !== undefined ? { overlay: join(dir, `vm${index}.qcow2`) } : {}), qmpSocket: join(dir, `vm${index}.qmp`), channelSocket: join(dir, `vm${index}.chan`),
       consoleLog: join(dir, `vm${index}.console.log`), pidFile: join(dir, `vm${index}.pid`),
       ...(privateNet ? { mac: jobNetMac(index), address: jobAddress(index) } : {}),
     }));
     await save();
-    const net = privateNet ? await setupJobNetwork(dir, rec.vms.length, log) : undefined;
-    if (net) {
-      rec.network = net;
-      rec.vms.forEach((vm, i) => (vm.tap = net.taps[i]));
-      await save();
-    }
+    // What the VMs need from the host is made at once, side by side: the job's key, its network, and
+    // (below) each VM's overlay, host key and shares. Each VM waits for what it uses; a failure of a
+    // shared part fails every VM, and the first failure is the one reported.
+    const keyReady = makeJobKey(dir, ctx.uid, ctx.gid).then((key) => {
+      rec.keyFile = key.file;
+      return key;
+    });
+    const netReady = (privateNet ? setupJobNetwork(dir, rec.vms.length, log) : Promise.resolve(undefined)).then(async (net) => {
+      if (net) {
+        rec.network = net;
+        rec.vms.forEach((vm, i) => (vm.tap = net.taps[i]));
+        await save();
+      }
+      return net;
+    });
+    // handled here, so that a failure before a VM awaits it is not an unhandled rejection
+    pending.push(keyReady.catch(() => undefined), netReady.catch(() => undefined));
     const runAs = qemuRunAs(site, ctx);
     // Every start settles before the outcome counts: a failure must not race a sibling still starting.
     let aborted: string | undefined;
     let firstFailure: unknown;
     const starts = await Promise.allSettled(rec.vms.map(async (vm) => {
       o.events?.vmStarting?.(vm);
-      await run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log });
       const started = Date.now();
       const hostKeyFile = join(dir, `vm${vm.index}.hostkey`);
-      const hostKey = await makeHostKey(hostKeyFile, log);
-      vm.shares = await startShares({ dir, index: vm.index, uid: ctx.uid, gid: ctx.gid, mounts: d.resources.mounts, log });
+      const [, hostKey, shares] = await allOrFirstError([
+        config.disk !== undefined && vm.overlay !== undefined ? run([QEMU_IMG, 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', config.disk, vm.overlay], { log }) : Promise.resolve(undefined),
+        makeHostKey(hostKeyFile),
+        startShares({ dir, index: vm.index, uid: ctx.uid, gid: ctx.gid, mounts: d.resources.mounts, log }),
+      ] as const);
+      vm.shares = shares;
       await save();
+      const [key, net] = await Promise.all([keyReady, netReady]);
       const mounts = mountsParam(vm.shares);
       const cmdline = guestCmdline(config.cmdline, { vm, ctx, keyBlob: key.publicBlob, net, all: rec.vms }) + (mounts ? ` ${mounts}` : '');
       // the forwarded SSH port is picked free, but another process may take it first: QEMU then
@@ -127,7 +150,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       for (let attempt = 1; ; attempt++) {
         vm.sshPort = await freePort();
         const r = await driver.start({
-          name: vm.name, accel: accel.accel, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
+          name: vm.name, accel: accel.accel, tcgCacheMiB: site.tcgCacheMiB, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
           cmdline, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
           channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
           runAs, sandbox: true,
@@ -174,6 +197,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
   } catch (err) {
     rec.state = 'failed';
     rec.error = err instanceof Error ? err.message : String(err);
+    await Promise.allSettled(pending);
     await writes.catch(() => undefined);
     log.error(`deploy of job ${ctx.jobId} on ${ctx.node} failed; removing what was started`);
     await cleanupJob({ stateDir: site.stateDir, job: ctx.jobId, node: ctx.node, log });

@@ -83,7 +83,7 @@ export function domainXml(vm: VmSpec, label: DacLabel): XmlData {
         initrd: vm.initrd,
         cmdline: vm.cmdline,
       },
-      features: { acpi: '' },
+      features: { acpi: '', ...(!kvm && vm.tcgCacheMiB !== undefined ? { tcg: { 'tb-cache': el({ unit: 'MiB' }, { '#text': String(vm.tcgCacheMiB) }) } } : {}) },
       ...(kvm ? { cpu: el({ mode: 'host-passthrough' }) } : {}),
       // a reboot or crash ends the VM, as -no-reboot does
       on_poweroff: 'destroy',
@@ -91,11 +91,13 @@ export function domainXml(vm: VmSpec, label: DacLabel): XmlData {
       on_crash: 'destroy',
       devices: {
         emulator: QEMU,
-        disk: el({ type: 'file', device: 'disk' }, {
-          driver: el({ name: 'qemu', type: 'qcow2', cache: 'writeback', discard: 'unmap' }),
-          source: el({ file: vm.overlay }),
-          target: el({ dev: 'vda', bus: 'virtio' }),
-        }),
+        ...(vm.overlay !== undefined ? {
+          disk: el({ type: 'file', device: 'disk' }, {
+            driver: el({ name: 'qemu', type: 'qcow2', cache: 'writeback', discard: 'unmap' }),
+            source: el({ file: vm.overlay }),
+            target: el({ dev: 'vda', bus: 'virtio' }),
+          }),
+        } : {}),
         ...(interfaces.length ? { interface: interfaces } : {}),
         serial: el({ type: 'file' }, { source: el({ path: vm.consoleLog, append: 'on' }) }),
         channel: [
@@ -103,7 +105,8 @@ export function domainXml(vm: VmSpec, label: DacLabel): XmlData {
           ...(vm.agentSocket !== undefined ? [channel(vm.agentSocket, 'org.qemu.guest_agent.0')] : []),
         ],
         controller: el({ type: 'usb', model: 'none' }),
-        memballoon: el({ model: 'none' }),
+        // free page reporting only, as QEMU's driver has it (qemu.ts BALLOON)
+        memballoon: el({ model: 'virtio', freePageReporting: 'on' }),
       },
       seclabel: el({ type: 'static', model: 'dac', relabel: 'no' }, { label: `+${label.uid}:+${label.gid}` }),
       ...(vm.mgmt ? { 'qemu:commandline': { 'qemu:arg': mgmtArgs(vm.mgmt, MGMT_PCI).map((value) => el({ value })) } } : {}),
@@ -125,7 +128,7 @@ export function renderXml(data: XmlData): string {
 export type VirshCommand =
   | { op: 'create'; file: string }
   | { op: 'list' }
-  | { op: 'disks'; domain: string }
+  | { op: 'xml'; domain: string }
   | { op: 'destroy'; domain: string; graceful: boolean };
 
 /** The command line of a virsh command, as data: always against the system daemon. */
@@ -134,7 +137,7 @@ export function virshArgs(c: VirshCommand): string[] {
   switch (c.op) {
     case 'create': return [...base, 'create', c.file];
     case 'list': return [...base, 'list', '--name'];
-    case 'disks': return [...base, 'domblklist', c.domain];
+    case 'xml': return [...base, 'dumpxml', c.domain];
     case 'destroy': return [...base, 'destroy', ...(c.graceful ? ['--graceful'] : []), c.domain];
   }
 }
@@ -174,10 +177,10 @@ export const libvirtDriver: VmDriver = {
 
   async start(vm, log, lastTry): Promise<StartedVm | 'portTaken'> {
     if (vm.runAs === undefined) throw new UserError(`hypervisor="libvirt" runs VMs through ${LIBVIRT_URI}, which needs root; use hypervisor="qemu" or "any"`);
-    const dir = dirname(vm.overlay);
+    const dir = dirname(vm.consoleLog);
     const label: DacLabel = { uid: await uidOf(vm.runAs, log), gid: statSync(dir).gid };
     // QEMU writes its overlay as that user (the job directory itself stays root's)
-    chownSync(vm.overlay, label.uid, label.gid);
+    if (vm.overlay !== undefined) chownSync(vm.overlay, label.uid, label.gid);
     const domain = domainName(vm.name);
     const file = join(dir, `${domain}.xml`);
     writeFileSync(file, renderXml(domainXml(vm, label)), { mode: 0o640 });
@@ -211,9 +214,9 @@ export const libvirtDriver: VmDriver = {
     const named = list.stdout.split('\n').map((l) => l.trim()).filter((n) => n.startsWith(prefix));
     const stopped: number[] = [];
     await Promise.all(named.map(async (domain) => {
-      // ours only when its disk is in this job's directory (a name alone could be another job's)
-      const disks = await run(virshArgs({ op: 'disks', domain }), { log, allowFailure: true });
-      if (disks.exitCode !== 0 || !disks.stdout.includes(`${ref.dir}/`)) return;
+      // ours only when its files (console log, sockets, disk) are in this job's directory (a name alone could be another job's)
+      const xml = await run(virshArgs({ op: 'xml', domain }), { log, allowFailure: true });
+      if (xml.exitCode !== 0 || !xml.stdout.includes(`'${ref.dir}/`)) return;
       let pid: number | undefined;
       try {
         pid = domainPid(domain);

@@ -53,14 +53,11 @@ export async function setupJobNetwork(jobDir: string, count: number, log: Logger
     return { mode: 'mcast', mcast: `${group}:${port}`, taps: [] };
   }
   const names = networkNames(jobDir, count);
-  await run([IP, 'link', 'add', names.bridge, 'type', 'bridge'], { log });
-  ipv6Off(names.bridge);
-  for (const tap of names.taps) {
-    await run([IP, 'tuntap', 'add', 'dev', tap, 'mode', 'tap'], { log });
-    ipv6Off(tap);
-    await run([IP, 'link', 'set', tap, 'master', names.bridge, 'up'], { log });
-  }
-  await run([IP, 'link', 'set', names.bridge, 'up'], { log });
+  // two `ip -batch` runs (it stops at the first failing line): make the links, turn IPv6 off on
+  // them before any is up (so none gets a link-local address), then join and raise them
+  await run([IP, '-batch', '-'], { log, input: [`link add ${names.bridge} type bridge`, ...names.taps.map((t) => `tuntap add dev ${t} mode tap`)].join('\n') + '\n' });
+  for (const dev of [names.bridge, ...names.taps]) ipv6Off(dev);
+  await run([IP, '-batch', '-'], { log, input: [...names.taps.map((t) => `link set ${t} master ${names.bridge} up`), `link set ${names.bridge} up`].join('\n') + '\n' });
   return { mode: 'bridge', bridge: names.bridge, taps: names.taps };
 }
 

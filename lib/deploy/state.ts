@@ -14,7 +14,8 @@ export interface VmRecord {
   startedAt?: string;
   memoryMiB: number;
   vcpus: number;
-  overlay: string;
+  /** Copy-on-write overlay of the configuration's disk (none for the minimal guest, which runs from memory). */
+  overlay?: string;
   qmpSocket: string;
   channelSocket: string;
   consoleLog: string;

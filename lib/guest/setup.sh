@@ -39,36 +39,61 @@ if [ -n "$name" ]; then
 fi
 read -r name </proc/sys/kernel/hostname
 
-# the NIC with a given MAC address (names differ between bases; udev may still be at it: 10 s)
-nic() {
-  tries=0
+# Under TCG every process costs milliseconds: no $(...) subshells, few programs, one run of `ip`
+# (iproute2's -batch) or one of busybox's ifconfig per NIC.
+
+# the NIC with MAC address $1, in $dev (names differ between bases; udev may still be at it: 10 s)
+find_nic() {
+  dev= tries=0
   while [ "$tries" -lt 100 ]; do
     for n in /sys/class/net/*; do
       read -r a <"$n/address" 2>/dev/null || continue
-      [ "$a" = "$1" ] && { echo "${n##*/}"; return 0; }
+      [ "$a" = "$1" ] && { dev=${n##*/}; return 0; }
     done
     sleep 0.1
     tries=$((tries + 1))
   done
   return 1
 }
-ip link set lo up 2>/dev/null
+# the dotted netmask of prefix length $1, in $mask
+netmask() {
+  bits=$1 mask= k=0
+  while [ "$k" -lt 4 ]; do
+    if [ "$bits" -ge 8 ]; then o=255; bits=$((bits - 8)); else o=$(((255 << (8 - bits)) & 255)); bits=0; fi
+    mask=$mask${mask:+.}$o
+    k=$((k + 1))
+  done
+}
 # ping without privileges (ICMP sockets), as Debian systems allow it
 echo "0 2147483647" >/proc/sys/net/ipv4/ping_group_range 2>/dev/null
+nics= # lines "DEV ADDR/LEN"
 if [ -n "$mgmt" ]; then
-  if dev=$(nic "$mgmt"); then
-    ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev" || problem "cannot configure $dev"
-  else
-    problem "no NIC with MAC $mgmt"
-  fi
+  if find_nic "$mgmt"; then nics="$dev 10.0.2.15/24"; else problem "no NIC with MAC $mgmt"; fi
 fi
 if [ -n "$net" ]; then
   mac=${net%%,*}
-  if dev=$(nic "$mac"); then
-    ip link set "$dev" up && ip addr add "${net#*,}" dev "$dev" || problem "cannot configure $dev"
-  else
-    problem "no NIC with MAC $mac"
-  fi
+  if find_nic "$mac"; then nics="$nics${nics:+
+}$dev ${net#*,}"; else problem "no NIC with MAC $mac"; fi
+fi
+if command -v ifconfig >/dev/null 2>&1; then
+  ifconfig lo up 2>/dev/null
+  while read -r d a; do
+    [ -n "$d" ] || continue
+    netmask "${a#*/}"
+    ifconfig "$d" "${a%/*}" netmask "$mask" up || problem "cannot configure $d ($a)"
+  done <<NICS
+$nics
+NICS
+else
+  batch="link set lo up"
+  while read -r d a; do
+    [ -n "$d" ] && batch="$batch
+addr add $a dev $d
+link set $d up"
+  done <<NICS
+$nics
+NICS
+  out=$(printf '%s\n' "$batch" | ip -batch - 2>&1) || problem "cannot configure the network: $out"
 fi
 {
   echo "127.0.0.1 localhost"
@@ -78,12 +103,26 @@ fi
   IFS=$old_ifs
 } >/etc/hosts
 
+# whether file $1 has an entry (first field) named $2
+has_name() {
+  while IFS=: read -r n _; do
+    [ "$n" = "$2" ] && return 0
+  done <"$1"
+  return 1
+}
+# whether file $1 (/etc/group) has an entry with id (third field) $2
+has_gid() {
+  while IFS=: read -r _ _ g _; do
+    [ "$g" = "$2" ] && return 0
+  done <"$1"
+  return 1
+}
 if [ -n "$user" ]; then
   uname=${user%%:*} rest=${user#*:}
   uid=${rest%%:*} gid=${rest#*:}
   if [ "$uid" != 0 ]; then
-    grep -q "^$uname:" /etc/passwd 2>/dev/null || echo "$uname:x:$uid:$gid::/home/$uname:/bin/sh" >>/etc/passwd
-    grep -q "^[^:]*:[^:]*:$gid:" /etc/group 2>/dev/null || echo "$uname:x:$gid:" >>/etc/group
+    has_name /etc/passwd "$uname" 2>/dev/null || echo "$uname:x:$uid:$gid::/home/$uname:/bin/sh" >>/etc/passwd
+    has_gid /etc/group "$gid" 2>/dev/null || echo "$uname:x:$gid:" >>/etc/group
     mkdir -p "/home/$uname" && chown "$uid:$gid" "/home/$uname"
   fi
 fi
@@ -98,22 +137,23 @@ IFS=$old_ifs
 
 hostkey=
 if [ -n "$key" ]; then
-  mkdir -p /root/.ssh /etc/dropbear /var/log
-  chmod 700 /root/.ssh
+  # root's own files, private by the umask (/run is new at every boot: nothing is there before)
+  umask 077
+  mkdir -p -m 700 /root/.ssh
   echo "ssh-ed25519 $key vse-job" >/root/.ssh/authorized_keys
-  chmod 600 /root/.ssh/authorized_keys
-  rm -f /etc/dropbear/vse_ed25519
-  given=/sys/firmware/qemu_fw_cfg/by_name/opt/org.vse/hostkey/raw
-  [ -r "$given" ] || modprobe -q qemu_fw_cfg 2>/dev/null || :
-  if [ -r "$given" ] && cat "$given" >/etc/dropbear/vse_ed25519 && chmod 600 /etc/dropbear/vse_ed25519; then
+  # dropbear reads the key the host gave where the firmware config shows it (root's only)
+  hk=/sys/firmware/qemu_fw_cfg/by_name/opt/org.vse/hostkey/raw
+  [ -r "$hk" ] || modprobe -q qemu_fw_cfg 2>/dev/null || :
+  if [ -r "$hk" ]; then
     :
-  elif dropbearkey -t ed25519 -f /etc/dropbear/vse_ed25519 >/dev/null 2>&1; then
-    hostkey=$(dropbearkey -y -f /etc/dropbear/vse_ed25519 2>/dev/null | grep '^ssh-ed25519 ' | cut -d' ' -f1,2)
+  elif hk=/run/vse-hostkey && dropbearkey -t ed25519 -f "$hk" >/dev/null 2>&1; then
+    hostkey=$(dropbearkey -y -f "$hk" 2>/dev/null | grep '^ssh-ed25519 ' | cut -d' ' -f1,2)
   else
     problem "no SSH host key (none given, dropbearkey failed)"
   fi
-  if [ -s /etc/dropbear/vse_ed25519 ]; then
-    dropbear -r /etc/dropbear/vse_ed25519 -s -m -p 22 -P /run/dropbear.pid -E 2>>/var/log/dropbear.log || problem "the SSH server did not start"
+  umask 022
+  if [ -r "$hk" ]; then
+    dropbear -r "$hk" -s -m -p 22 -P /run/dropbear.pid -E 2>>/var/log/dropbear.log || problem "the SSH server did not start"
   fi
 fi
 
@@ -138,5 +178,16 @@ else
   say "ready $name"
   line="VSE-READY $name${hostkey:+ $hostkey}"
 fi
-# The write blocks until the host reads the port: in the background, so the boot goes on.
-echo "$line" >"$port" &
+# Once the host has the line, hand the memory the guest does not use back to the host: free page
+# reporting through the memory balloon. The driver asks for 2 MiB blocks, and the kernel reports
+# only while more than 64 MiB (32 of them) above its low watermark are free, which a small guest
+# seldom has: in 128 KiB blocks the threshold is 4 MiB. (A Debian guest's udev may have loaded the
+# driver already; the order is set after it, which otherwise sets its own.)
+balloon() {
+  [ -d /sys/module/virtio_balloon ] || modprobe -q virtio_balloon 2>/dev/null || insmod /lib/modules/virtio_balloon.ko 2>/dev/null
+  order=/sys/module/page_reporting/parameters/page_reporting_order
+  [ -w "$order" ] && echo 5 >"$order"
+}
+# The write blocks until the host reads the port: in the background, so the boot goes on; the
+# balloon after it, so that it does not hold the line back.
+{ echo "$line" >"$port"; balloon; } </dev/null >/dev/null 2>&1 &

@@ -25,38 +25,67 @@ async function load(): Promise<Ssh2> {
   return ssh2;
 }
 
+/** An SSH string: a 32-bit big-endian length, then the bytes. */
+function sshString(b: Buffer | string): Buffer {
+  const bytes = typeof b === 'string' ? Buffer.from(b) : b;
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(bytes.length);
+  return Buffer.concat([len, bytes]);
+}
+
+/** A fresh ed25519 key: the 32-byte seed, the 32-byte public key, and the public key's SSH blob. */
+async function ed25519(): Promise<{ seed: Buffer; pub: Buffer; blob: Buffer }> {
+  const { generateKeyPairSync } = await import('node:crypto');
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const seed = Buffer.from(privateKey.export({ format: 'jwk' }).d ?? '', 'base64url');
+  const pub = Buffer.from(publicKey.export({ format: 'jwk' }).x ?? '', 'base64url');
+  if (seed.length !== 32 || pub.length !== 32) throw new HostError('ed25519 key generation gave a key of the wrong size');
+  return { seed, pub, blob: Buffer.concat([sshString('ssh-ed25519'), sshString(pub)]) };
+}
+
+/** An unencrypted private key in OpenSSH's format (PROTOCOL.key: "openssh-key-v1"), as `ssh-keygen` writes it. */
+export function openSshPrivateKey(k: { seed: Buffer; pub: Buffer; blob: Buffer }, comment: string, check: number): string {
+  const checkBytes = Buffer.alloc(8);
+  checkBytes.writeUInt32BE(check >>> 0, 0);
+  checkBytes.writeUInt32BE(check >>> 0, 4);
+  let priv = Buffer.concat([checkBytes, sshString('ssh-ed25519'), sshString(k.pub), sshString(Buffer.concat([k.seed, k.pub])), sshString(comment)]);
+  const pad = (8 - (priv.length % 8)) % 8;
+  priv = Buffer.concat([priv, Buffer.from(Array.from({ length: pad }, (_, i) => i + 1))]);
+  const one = Buffer.alloc(4);
+  one.writeUInt32BE(1);
+  const body = Buffer.concat([Buffer.from('openssh-key-v1\0'), sshString('none'), sshString('none'), sshString(''), one, sshString(k.blob), sshString(priv)]);
+  const b64 = body.toString('base64').replace(/.{70}/g, '$&\n').replace(/\n$/, '');
+  return `-----BEGIN OPENSSH PRIVATE KEY-----\n${b64}\n-----END OPENSSH PRIVATE KEY-----\n`;
+}
+
 /** A fresh key pair for one job on one node, in `<jobdir>/ssh/`, readable by the job's user alone. */
 export async function makeJobKey(jobDir: string, uid: number, gid: number): Promise<JobKey> {
-  const { utils } = await load();
-  const pair = utils.generateKeyPairSync('ed25519', { comment: 'vse-job' });
+  const { randomBytes } = await import('node:crypto');
+  const k = await ed25519();
   const dir = join(jobDir, 'ssh');
   mkdirSync(dir, { mode: 0o700 });
   const file = join(dir, 'id_ed25519');
-  writeFileSync(file, pair.private, { mode: 0o600 });
-  writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
+  const publicBlob = k.blob.toString('base64');
+  writeFileSync(file, openSshPrivateKey(k, 'vse-job', randomBytes(4).readUInt32BE()), { mode: 0o600 });
+  writeFileSync(`${file}.pub`, `ssh-ed25519 ${publicBlob} vse-job\n`, { mode: 0o644 });
   if (process.getuid?.() === 0) {
     for (const p of [dir, file, `${file}.pub`]) chownSync(p, uid, gid);
   }
   chmodSync(dir, 0o700);
-  const publicBlob = pair.public.split(' ')[1];
-  if (!publicBlob) throw new HostError('ssh key generation gave no public key');
   return { file, publicBlob };
 }
 
 /**
- * A host key for one VM's SSH server, made here (dropbear's format) rather than in the guest: key
- * generation under TCG takes more than a second. The guest reads it from QEMU's firmware config
- * (root-only in the guest), so it never appears on a command line. Returns its public half.
+ * A host key for one VM's SSH server, made here rather than in the guest (key generation under TCG
+ * takes more than a second), in dropbear's own format: string "ssh-ed25519", then a string of the
+ * 32-byte seed followed by the 32-byte public key. The guest reads it from QEMU's firmware config
+ * (root-only in the guest), so it never appears on a command line. Returns `ssh-ed25519 BASE64`.
  */
-export async function makeHostKey(file: string, log?: import('../util/log.js').Logger): Promise<string> {
-  const { run } = await import('../util/run.js');
-  const env = { PATH: '/usr/bin:/bin', LC_ALL: 'C' };
-  await run(['/usr/bin/dropbearkey', '-t', 'ed25519', '-f', file], { log, env });
+export async function makeHostKey(file: string): Promise<string> {
+  const k = await ed25519();
+  writeFileSync(file, Buffer.concat([sshString('ssh-ed25519'), sshString(Buffer.concat([k.seed, k.pub]))]), { mode: 0o600 });
   chmodSync(file, 0o600);
-  const pub = (await run(['/usr/bin/dropbearkey', '-y', '-f', file], { log, env })).stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
-  const [type, blob] = (pub ?? '').split(' ');
-  if (!type || !blob) throw new HostError(`dropbearkey gave no public key for ${file}`);
-  return `${type} ${blob}`;
+  return `ssh-ed25519 ${k.blob.toString('base64')}`;
 }
 
 export interface GuestTarget {

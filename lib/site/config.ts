@@ -17,6 +17,8 @@ export interface SiteConfig {
   /** Debian package whose kernel the minimal guest boots. */
   kernelPackage: string;
   accel: Accel;
+  /** Under TCG: QEMU's translation cache per VM (MiB): host memory per VM against code translated again. */
+  tcgCacheMiB: number;
   bootTimeoutSec: number;
   limits: { maxMemoryMiB: number; maxVcpus: number; maxVmsPerNode: number; maxDiskMiB: number; maxMemoryPerNodeMiB: number };
   /** Hypervisors users may ask for. */
@@ -42,6 +44,7 @@ interface RawSite {
   qemuUser?: string;
   kernelPackage?: string;
   accel?: string;
+  tcgCache?: string;
   bootTimeoutSec?: number;
   limits?: { maxMemory?: string; maxVcpus?: number; maxVmsPerNode?: number; maxDisk?: string; maxMemoryPerNode?: string };
   allowedHypervisors?: string[];
@@ -65,6 +68,12 @@ function readRaw(file: string): RawSite {
 function cacheSize(text: string, file: string): number {
   const mib = parseSize(text);
   if (mib === undefined || mib <= 0) throw new HostError(`${file}: cacheMaxSize: "${text}" is not a size; expected e.g. "20G" or "500M"`);
+  return mib;
+}
+
+function tcgCache(text: string, file: string): number {
+  const mib = parseSize(text);
+  if (mib === undefined || mib < 8 || mib > 4096) throw new HostError(`${file}: tcgCache: "${text}" is not a size from 8M to 4G; expected e.g. "32M"`);
   return mib;
 }
 
@@ -99,6 +108,7 @@ export function loadSiteConfig(): SiteConfig {
     qemuUser: m.qemuUser ?? 'job',
     kernelPackage: m.kernelPackage ?? 'linux-image-cloud-amd64',
     accel,
+    tcgCacheMiB: tcgCache(m.tcgCache ?? '32M', sources.at(-1) ?? 'site config'),
     bootTimeoutSec: m.bootTimeoutSec ?? 120,
     limits: {
       maxMemoryMiB: parseSize(m.limits.maxMemory ?? '4G') ?? 4096,

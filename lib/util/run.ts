@@ -37,7 +37,8 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   const [file, ...args] = argv;
   if (file === undefined) throw new Error('run: empty command');
   const command = quoteCommand(argv);
-  opts.log?.info(`run: ${command}`);
+  // what goes to stdin is part of the command (`ip -batch -`): logged with it, a line per `;`
+  opts.log?.info(`run: ${command}${opts.input !== undefined ? ` <<< '${opts.input.trimEnd().replace(/\n/g, '; ')}'` : ''}`);
   const started = Date.now();
   // loaded on first use: commands that start no tool (validate, a cache hit of create) start faster
   if (opts.stderrFile !== undefined) return runToFile(file, args, command, opts.stderrFile, opts, started);

@@ -40,7 +40,7 @@ const app = write('app.xml', `<vse name="app" extends="minimal">
     <import from="data.txt" path="/opt/data.txt"/>
     <copy from="/opt/data.txt" path="/opt/copy.txt"/>
     <link target="/opt/data.txt" path="/opt/link"/>
-    <delete path="/lib/modules/virtio_blk.ko"/>
+    <delete path="/lib/modules/virtiofs.ko"/>
     <write path="/etc/motd">hello</write>
     <edit path="/etc/vse-release"><append line="world"/><set key="color" value="blue"/></edit>
     <write path="/etc/vse/boot.d/check.sh"><![CDATA[
@@ -49,7 +49,7 @@ echo "copy: $(cat /opt/copy.txt)"
 echo "motd: $(cat /etc/motd)"
 echo "built: $(cat /opt/built.txt)"
 echo "link: $(readlink /opt/link)"
-[ -e /lib/modules/virtio_blk.ko ] && echo "deleted: no" || echo "deleted: yes"
+[ -e /lib/modules/virtiofs.ko ] && echo "deleted: no" || echo "deleted: yes"
 echo "release: $(grep -c -e '^world$' -e '^color=blue$' /etc/vse-release)"
 echo "cmdline: $(cat /proc/cmdline)"
 ]]></write>

@@ -543,7 +543,7 @@ beforeAll(() => {
   writeFileSync(join(proj, 'cycle2.xml'), '<vse name="c2" extends="./cycle1.xml"/>');
   for (let k = 0; k < 20; k++) writeFileSync(join(proj, `deep${k}.xml`), `<vse name="d${k}" extends="${k < 19 ? `./deep${k + 1}.xml` : 'fuzzbase'}"/>`);
   site = {
-    stateDir: join(tmp, 'state'), cacheDir: join(tmp, 'cache'), logDir: join(tmp, 'log'), qemuUser: 'nobody', kernelPackage: 'linux-image-cloud-amd64', accel: 'tcg', bootTimeoutSec: 60,
+    stateDir: join(tmp, 'state'), cacheDir: join(tmp, 'cache'), logDir: join(tmp, 'log'), qemuUser: 'nobody', kernelPackage: 'linux-image-cloud-amd64', accel: 'tcg', tcgCacheMiB: 32, bootTimeoutSec: 60,
     limits: { maxMemoryMiB: 4096, maxVcpus: 8, maxVmsPerNode: 16, maxDiskMiB: 65536, maxMemoryPerNodeMiB: 16384 },
     allowedHypervisors: ['qemu', 'libvirt'],
     allowedHostPaths: [{ path: data, modes: ['ro', 'rw'] }, { path: join(tmp, 'ro'), modes: ['ro'] }],

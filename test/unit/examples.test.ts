@@ -9,7 +9,7 @@ import type { SiteConfig } from '../../lib/site/config.js';
 
 const root = join(import.meta.dirname, '../..');
 const site: SiteConfig = {
-  stateDir: '/tmp/x', cacheDir: '/tmp/x', logDir: '/tmp/x', qemuUser: 'nobody', kernelPackage: 'linux-image-cloud-amd64', accel: 'auto', bootTimeoutSec: 120,
+  stateDir: '/tmp/x', cacheDir: '/tmp/x', logDir: '/tmp/x', qemuUser: 'nobody', kernelPackage: 'linux-image-cloud-amd64', accel: 'auto', tcgCacheMiB: 32, bootTimeoutSec: 120,
   limits: { maxMemoryMiB: 4096, maxVcpus: 8, maxVmsPerNode: 16, maxDiskMiB: 65536, maxMemoryPerNodeMiB: 16384 },
   allowedHypervisors: ['qemu', 'libvirt'], allowedHostPaths: [], descriptionDirs: [join(shippedConfigDir, 'descriptions')], sources: ['config/site.json'],
 };

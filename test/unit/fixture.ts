@@ -33,7 +33,7 @@ export function fixture(siteExtra: Partial<SiteConfig> = {}): Fixture {
     afterAll(cleanup);
   }
   const site: SiteConfig = {
-    stateDir: join(dir, 'state'), cacheDir: join(dir, 'cache'), logDir: join(dir, 'log'), qemuUser: 'nobody', kernelPackage: 'k', accel: 'tcg', bootTimeoutSec: 60,
+    stateDir: join(dir, 'state'), cacheDir: join(dir, 'cache'), logDir: join(dir, 'log'), qemuUser: 'nobody', kernelPackage: 'k', accel: 'tcg', tcgCacheMiB: 32, bootTimeoutSec: 60,
     limits: { maxMemoryMiB: 4096, maxVcpus: 8, maxVmsPerNode: 16, maxDiskMiB: 65536, maxMemoryPerNodeMiB: 16384 },
     allowedHypervisors: ['qemu', 'libvirt'], allowedHostPaths: [], descriptionDirs: [admin], sources: ['/etc/vse/site.json'],
     ...siteExtra,

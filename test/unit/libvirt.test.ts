@@ -46,6 +46,13 @@ describe('the libvirt domain', () => {
     const agent = devices(domainXml({ ...spec, agentSocket: '/s/vm0.qga' }, label)).channel as XmlData[];
     expect(agent[1]).toEqual({ '@_type': 'unix', source: { '@_mode': 'bind', '@_path': '/s/vm0.qga' }, target: { '@_type': 'virtio', '@_name': 'org.qemu.guest_agent.0' } });
   });
+  it('has no disk for a guest that runs from memory; a balloon for free page reporting; TCG\'s translation cache capped when asked', () => {
+    expect(devices(domainXml({ ...spec, overlay: undefined }, label)).disk).toBeUndefined();
+    expect(devices(x).memballoon).toEqual({ '@_model': 'virtio', '@_freePageReporting': 'on' });
+    expect(dom(x).features).toEqual({ acpi: '' });
+    expect(dom(domainXml({ ...spec, tcgCacheMiB: 32 }, label)).features).toEqual({ acpi: '', tcg: { 'tb-cache': { '@_unit': 'MiB', '#text': '32' } } });
+    expect(dom(domainXml({ ...spec, accel: 'kvm', tcgCacheMiB: 32 }, label)).features).toEqual({ acpi: '' });
+  });
   it('puts the job NIC on the job\'s own tap, by its MAC', () => {
     expect(devices(x).interface).toEqual([{
       '@_type': 'ethernet', target: { '@_dev': 'vsetabcdef120', '@_managed': 'no' }, mac: { '@_address': '52:54:01:00:00:00' },
@@ -85,7 +92,7 @@ describe('virsh command lines', () => {
     const base = ['/usr/bin/virsh', '--quiet', '--connect', 'qemu:///system'];
     expect(virshArgs({ op: 'create', file: '/s/vse-42-n1-0.xml' })).toEqual([...base, 'create', '/s/vse-42-n1-0.xml']);
     expect(virshArgs({ op: 'list' })).toEqual([...base, 'list', '--name']);
-    expect(virshArgs({ op: 'disks', domain: 'vse-42-n1-0' })).toEqual([...base, 'domblklist', 'vse-42-n1-0']);
+    expect(virshArgs({ op: 'xml', domain: 'vse-42-n1-0' })).toEqual([...base, 'dumpxml', 'vse-42-n1-0']);
     expect(virshArgs({ op: 'destroy', domain: 'vse-42-n1-0', graceful: true })).toEqual([...base, 'destroy', '--graceful', 'vse-42-n1-0']);
     expect(virshArgs({ op: 'destroy', domain: 'vse-42-n1-0', graceful: false })).toEqual([...base, 'destroy', 'vse-42-n1-0']);
   });

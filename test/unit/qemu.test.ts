@@ -33,11 +33,14 @@ describe('the QEMU command line', () => {
     expect(value(args, '-runas')).toEqual(['nobody']);
     expect(value(args, '-sandbox')).toEqual(['on,obsolete=deny,resourcecontrol=deny']);
   });
-  it('says which accelerator it uses, and KVM gets the host CPU', () => {
-    expect(value(args, '-machine')).toEqual(['pc,accel=tcg']);
+  it('says which accelerator it uses, with TCG\'s translation cache capped when asked, and KVM gets the host CPU', () => {
+    expect(value(args, '-machine')).toEqual(['q35']);
+    expect(value(args, '-accel')).toEqual(['tcg']);
+    expect(value(qemuArgs({ ...spec, tcgCacheMiB: 32 }), '-accel')).toEqual(['tcg,tb-size=32']);
     expect(args).not.toContain('-cpu');
-    const kvm = qemuArgs({ ...spec, accel: 'kvm', runAs: undefined, sandbox: false });
-    expect(value(kvm, '-machine')).toEqual(['pc,accel=kvm']);
+    const kvm = qemuArgs({ ...spec, accel: 'kvm', tcgCacheMiB: 32, runAs: undefined, sandbox: false });
+    expect(value(kvm, '-machine')).toEqual(['q35']);
+    expect(value(kvm, '-accel')).toEqual(['kvm']);
     expect(value(kvm, '-cpu')).toEqual(['host']);
     expect(kvm).not.toContain('-runas');
     expect(kvm).not.toContain('-sandbox');
@@ -48,6 +51,12 @@ describe('the QEMU command line', () => {
     expect(value(a, '-device')).toContain('virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0');
     expect(a).not.toContain('-daemonize');
     expect(args).not.toContain('org.qemu.guest_agent.0');
+  });
+  it('has no disk for a guest that runs from memory', () => {
+    expect(qemuArgs({ ...spec, overlay: undefined })).not.toContain('-drive');
+  });
+  it('has a memory balloon for free page reporting only', () => {
+    expect(value(args, '-device')).toContain('virtio-balloon-pci,free-page-reporting=on');
   });
   it('exits instead of rebooting, so a guest crash ends the process', () => {
     expect(args).toContain('-no-reboot');
