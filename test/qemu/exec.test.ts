@@ -4,7 +4,7 @@
  * signals in, kills on timeout and when the caller dies; the VMs of a job share a private network;
  * other users are refused; cleanup leaves no process, file, bridge or tap behind.
  */
-import { chmodSync, existsSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -140,6 +140,22 @@ describe('vse exec', () => {
     const none = await execa(installedVse(), ['exec', '--job', '999', '--', 'true'], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
     expect(none.exitCode).toBe(2);
     expect(String(none.stderr)).toContain('job 999 has no VMs on this host');
+  });
+});
+
+describe('the guests\' memory', () => {
+  it('what a guest does not use goes back to the host: the balloon reports free pages, and QEMU\'s resident set falls', async () => {
+    const r = await vexec(['--root', '--', 'sh', '-c', 'cat /sys/module/page_reporting/parameters/page_reporting_order; [ -d /sys/bus/virtio/drivers/virtio_balloon ] && echo bound']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stdout).split('\n')).toEqual(['5', 'bound']);
+    // a guest that frees memory: the host gets it back within the kernel's 2 s reporting delay (and a margin)
+    const [pid] = qemuMentioning(`/jobs/${job}.${node}/vm0.`);
+    const rss = (): number => Number(/^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1]) / 1024;
+    const fill = await vexec(['--root', '--', 'sh', '-c', 'dd if=/dev/zero of=/tmp/fill bs=1M count=30 2>/dev/null && sync']);
+    expect(fill.exitCode, String(fill.stderr)).toBe(0);
+    const full = rss();
+    expect((await vexec(['--root', '--', 'rm', '/tmp/fill'])).exitCode).toBe(0);
+    expect(await waitFor(async () => rss() < full - 16, 20_000), `QEMU kept ${rss().toFixed(0)} MiB (${full.toFixed(0)} MiB with 30 MiB in use)`).toBe(true);
   });
 });
 
