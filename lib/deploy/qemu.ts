@@ -86,8 +86,9 @@ export const MACHINE = 'q35';
 
 /**
  * The accelerator, and under TCG the size of its translation cache: QEMU's default lets it grow to
- * 1 GiB, and a boot alone left 56 MiB of translated code resident per VM. 32 MiB held the boot
- * with a cost of about 1% (24: 5%, 16: much more); code beyond it is translated again.
+ * 1 GiB, and a boot alone left 56 MiB of translated code resident per VM. Under a cap the cache
+ * is flushed when full and what runs next is translated again: with 32 or 48 MiB that happens
+ * once in a boot, which bench/deploy could not tell from its noise; with 16 boots got much slower.
  */
 export function accelArgs(accel: 'kvm' | 'tcg', tcgCacheMiB?: number): string[] {
   return ['-accel', accel === 'tcg' && tcgCacheMiB !== undefined ? `tcg,tb-size=${tcgCacheMiB}` : accel];
