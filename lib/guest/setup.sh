@@ -105,14 +105,14 @@ fi
 
 # whether file $1 has an entry (first field) named $2
 has_name() {
-  while IFS=: read -r n _; do
+  while IFS=: read -r n _ || [ -n "$n" ]; do # (a last line without its newline counts too)
     [ "$n" = "$2" ] && return 0
   done <"$1"
   return 1
 }
 # whether file $1 (/etc/group) has an entry with id (third field) $2
 has_gid() {
-  while IFS=: read -r _ _ g _; do
+  while IFS=: read -r _ _ g _ || [ -n "$g" ]; do
     [ "$g" = "$2" ] && return 0
   done <"$1"
   return 1
