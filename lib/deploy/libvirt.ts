@@ -1,7 +1,8 @@
 /**
  * The libvirt driver: each VM is a transient domain `vse-<vm name>` of the system daemon
  * (`virsh -c qemu:///system create FILE`), with the devices QEMU's own driver gives it: direct
- * kernel boot with the same command line, the qcow2 overlay on virtio, the serial console to the
+ * kernel boot with the same command line, the qcow2 overlay on virtio (bases with a disk), the
+ * memory balloon for free page reporting, the serial console to the
  * console log, the `org.vse.0` port on the same socket, the management NIC with the guest's SSH
  * port on loopback, and the job's NIC on the job's tap.
  *

@@ -86,7 +86,7 @@ describe('a job with hypervisor="libvirt"', () => {
     expect(other.exitCode, other.stderr).toBe(0);
     expect(await domains()).toHaveLength(2);
 
-    // as after a prolog killed before it wrote its record: the domains are found by name and disk
+    // as after a prolog killed before it wrote its record: the domains are found by name and by their files in the job directory
     rmSync(join(dir, 'state.json'));
     const e = await runHook('epilog', site.file, { ...slurmEnv(job, node), SLURM_SCRIPT_CONTEXT: 'epilog_slurmd' });
     expect(e.exitCode, e.stderr).toBe(0);
