@@ -2,6 +2,7 @@
 // This module never starts or stops the cluster: global-setup.ts does (cluster.sh start/stop).
 import { chmodSync, chownSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { isAlive } from "../../lib/deploy/proc.js";
 
@@ -424,4 +425,17 @@ export function vseLog(hook: "prolog" | "epilog", jobId: string): string {
   } catch {
     return "";
   }
+}
+
+/** examples/hello.xml, the file the README shows. */
+export const EXAMPLE = fileURLToPath(new URL("../../examples/hello.xml", import.meta.url));
+
+/** examples/hello.xml as a user would copy it, with `perNode` VMs per node and `extra` elements before `</vse>`. */
+export function helloXml(perNode: number, extra = ""): string {
+  const text = readFileSync(EXAMPLE, "utf8");
+  const out = text.replace(/perNode="\d+"/, `perNode="${perNode}"`);
+  if (out === text && !text.includes(`perNode="${perNode}"`)) {
+    throw new Error(`${EXAMPLE} has no perNode attribute to set`);
+  }
+  return extra ? out.replace("</vse>", `  ${extra}\n</vse>`) : out;
 }

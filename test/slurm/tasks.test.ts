@@ -13,7 +13,6 @@
 import { hostname } from "node:os";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, chownSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   JOB_USER,
@@ -22,6 +21,7 @@ import {
   asRoot,
   asUser,
   cancelAll,
+  helloXml,
   jobInfo,
   qemuOfJob,
   resumeNodes,
@@ -39,14 +39,7 @@ import {
   writeUserFile,
 } from "./cluster.js";
 
-const EXAMPLE = fileURLToPath(new URL("../../examples/hello.xml", import.meta.url));
 const SITE = join(VSE_PREFIX, "etc", "vse", "site.json");
-
-/** examples/hello.xml with `perNode` VMs per node and `extra` elements. */
-function hello(perNode: number, extra = ""): string {
-  const text = readFileSync(EXAMPLE, "utf8").replace(/perNode="\d+"/, `perNode="${perNode}"`);
-  return extra ? text.replace("</vse>", `  ${extra}\n</vse>`) : text;
-}
 
 function diagnostics(id: string): string {
   return [
@@ -191,12 +184,12 @@ describe("srun inside salloc --vse", () => {
     sitePolicy = readFileSync(SITE, "utf8");
     writeFileSync(SITE, JSON.stringify({ ...JSON.parse(sitePolicy), allowedHostPaths: [{ path: dir, modes: ["ro", "rw"] }] }, null, 2));
     // the admin's one-time step: the guest is in the cache before the first prolog needs it
-    const pre = await asRoot([VSE, "create", writeUserFile("tasks-prebuild.xml", hello(1))], { timeoutMs: 900_000 });
+    const pre = await asRoot([VSE, "create", writeUserFile("tasks-prebuild.xml", helloXml(1))], { timeoutMs: 900_000 });
     expect(pre.exitCode, pre.stderr).toBe(0);
     // what a plain allocation's srun reports for the same endings (the cluster's CPUs are the VSE allocation's after)
     const n = await asUser(["salloc", "-N2", "-n4", "-J", "native", "bash", writeUserFile("endings.sh", endings)], { timeoutMs: 120_000 });
     native = { stdout: n.stdout, stderr: n.stderr, job: /Granted job allocation (\d+)/.exec(n.stderr)?.[1] ?? "?" };
-    writeUserFile("tasks-shared.xml", hello(2, `<resources><mount guest="${dir}" host="${dir}" mode="rw"/></resources>`));
+    writeUserFile("tasks-shared.xml", helloXml(2, `<resources><mount guest="${dir}" host="${dir}" mode="rw"/></resources>`));
     shell = await AllocationShell.start("alloc", ["-N2", "-n4", "--vse=tasks-shared.xml", "-J", "vse-tasks"]);
   }, 600_000);
 
@@ -346,7 +339,7 @@ describe("srun --vse without an allocation", () => {
   });
 
   it("makes its own, prints the guests' host names, and leaves the nodes clean", async () => {
-    writeUserFile("tasks-one.xml", hello(1));
+    writeUserFile("tasks-one.xml", helloXml(1));
     const r = await asUser(["srun", "-N2", "-n4", "-l", "-J", "vse-srun", "--vse=tasks-one.xml", "sh", "-c", "echo $(hostname) $SLURM_JOB_ID"], { timeoutMs: 240_000 });
     expect(r.exitCode, r.stderr).toBe(0);
     const lines = r.stdout.split("\n").filter((l) => l !== "").sort();
@@ -376,7 +369,7 @@ describe("sbatch --vse", () => {
   });
 
   it("runs the script on the host and its srun steps in the VMs; the time limit stops the commands in the guests", async () => {
-    writeUserFile("tasks-batch.xml", hello(1));
+    writeUserFile("tasks-batch.xml", helloXml(1));
     const d = userDir();
     const id = await sbatch(["-N2", "-t", "1", "--vse=tasks-batch.xml", "-J", "vse-batch", "-o", `${d}/batch-%j.out`], [
       "#!/bin/sh",
@@ -396,7 +389,7 @@ describe("sbatch --vse", () => {
   }, 300_000);
 
   it("with --vse-batch=inside runs the script itself in the first VM of the first node, and passes its exit code", async () => {
-    writeUserFile("tasks-inside.xml", hello(1));
+    writeUserFile("tasks-inside.xml", helloXml(1));
     const d = userDir();
     const id = await sbatch(["-N2", "--vse=tasks-inside.xml", "--vse-batch=inside", "-J", "vse-inside", "-o", `${d}/inside-%j.out`], [
       "#!/bin/sh",
@@ -428,7 +421,7 @@ describe("a job whose VMs could not be deployed", () => {
   });
 
   it("fails its tasks saying why; they never run on the host; no node is drained", async () => {
-    writeUserFile("tasks-two.xml", hello(2));
+    writeUserFile("tasks-two.xml", helloXml(2));
     const d = userDir();
     const id = await sbatch(["-N1", "--hold", "--vse=tasks-two.xml", "-J", "vse-failed", "-o", `${d}/failed-%j.out`], [
       "#!/bin/sh",

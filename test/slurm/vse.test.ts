@@ -8,7 +8,6 @@
 // "nothing is left" after a job that really had something to clean.
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   NODES,
@@ -17,6 +16,7 @@ import {
   asRoot,
   asUser,
   cancelAll,
+  helloXml,
   jobInfo,
   processAlive,
   qemuOfJob,
@@ -37,18 +37,6 @@ import {
   waitNodesIdle,
   writeUserFile,
 } from "./cluster.js";
-
-const EXAMPLE = fileURLToPath(new URL("../../examples/hello.xml", import.meta.url));
-
-/** examples/hello.xml as a user would copy it, with perNode set (TCG boots ~2.5-3 s a VM on 2 cores). */
-function helloXml(perNode: number): string {
-  const text = readFileSync(EXAMPLE, "utf8");
-  const out = text.replace(/perNode="\d+"/, `perNode="${perNode}"`);
-  if (out === text && !text.includes(`perNode="${perNode}"`)) {
-    throw new Error(`${EXAMPLE} has no perNode attribute to set`);
-  }
-  return out;
-}
 
 /** A status entry of `vse status --json`. */
 interface VmStatus {
