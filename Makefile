@@ -11,7 +11,7 @@ VITEST := node_modules/.bin/vitest
 
 # Debian packages the project drives (see docs/admin.md).
 DEB_PACKAGES := qemu-system-x86 qemu-utils busybox-static kmod cpio bubblewrap tar mmdebstrap uidmap e2fsprogs \
-	dropbear-bin iproute2 libc6-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+	dropbear-bin dpkg-dev bzip2 xz-utils iproute2 libc6-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
 	slurmctld slurmd slurm-client munge libslurm-dev gcc make
 
 .PHONY: help setup deps build check typecheck lint unit spank-test test test-qemu test-slurm \
@@ -54,7 +54,7 @@ build: node_modules/.package-lock.json
 	node_modules/.bin/tsc -p tsconfig.build.json
 	$(NODE) .ci/bundle.js
 	$(MAKE) -C spank-bridge
-	$(MAKE) build/guest/vse-task build/host/vse-userns
+	$(MAKE) build/guest/vse-task build/guest/dropbear build/host/vse-userns
 	@mkdir -p build/bin
 	@echo '{"type":"commonjs"}' > build/bin/package.json
 	@for p in vse prolog epilog; do ./.ci/launcher "$(NODE)" "$(CURDIR)/dist" $$p > build/bin/$$p; chmod 755 build/bin/$$p; done
@@ -64,6 +64,11 @@ build/guest/vse-task: lib/guest/task.c
 	@mkdir -p build/guest
 	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
 	strip $@
+
+# the minimal guest's SSH server: Debian's dropbear source, built static (the script says why)
+build/guest/dropbear: lib/guest/build-dropbear.sh
+	@mkdir -p build/guest
+	lib/guest/build-dropbear.sh build/guest
 
 # runs virtiofsd as the job's user, capabilities confined to a user namespace (lib/deploy/shares.ts)
 build/host/vse-userns: lib/deploy/userns.c
@@ -76,7 +81,7 @@ typecheck: node_modules/.package-lock.json
 lint: node_modules/.package-lock.json
 	node_modules/.bin/eslint .
 
-unit: node_modules/.package-lock.json build/guest/vse-task
+unit: node_modules/.package-lock.json build/guest/vse-task build/guest/dropbear
 	$(VITEST) run --project unit
 
 spank-test:
@@ -120,6 +125,8 @@ install: build
 	install -D -m 644 lib/configure/init.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/configure/init.sh
 	install -D -m 644 lib/guest/setup.sh $(DESTDIR)$(PREFIX)/lib/vse/lib/guest/setup.sh
 	install -D -m 755 build/guest/vse-task $(DESTDIR)$(PREFIX)/lib/vse/build/guest/vse-task
+	install -D -m 755 build/guest/dropbear $(DESTDIR)$(PREFIX)/lib/vse/build/guest/dropbear
+	install -D -m 755 build/guest/dropbearkey $(DESTDIR)$(PREFIX)/lib/vse/build/guest/dropbearkey
 	install -D -m 755 build/host/vse-userns $(DESTDIR)$(PREFIX)/lib/vse/build/host/vse-userns
 	cd $(DESTDIR)$(PREFIX)/lib/vse && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error
 	printf '{"prefix":"%s","sysconfdir":"%s"}\n' "$(PREFIX)" "$(SYSCONFDIR)" > $(DESTDIR)$(PREFIX)/lib/vse/install.json

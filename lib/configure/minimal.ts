@@ -11,8 +11,12 @@ import { fetchKernel } from './kernel.js';
 import { buildOnce, publish } from './store.js';
 import { guestFilesDigest, minimalGuestEntries } from './guest-files.js';
 
-/** Kernel modules the guest loads (and their dependencies): the virtio bus, console, disk, network, file sharing, firmware config (the SSH host key). */
-export const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'virtio_net', 'virtiofs', 'qemu_fw_cfg'];
+/**
+ * Kernel modules the guest loads (and their dependencies): the virtio bus, the random number
+ * generator (first: the kernel's random pool is ready as soon as it can be), console, network,
+ * file sharing, firmware config (the SSH host key).
+ */
+export const GUEST_MODULES = ['virtio_pci', 'virtio_rng', 'virtio_console', 'virtio_net', 'virtiofs', 'qemu_fw_cfg'];
 /** Modules in the image that boot does not load: the guest's setup loads them once the guest is ready (the memory balloon's free page reporting). */
 export const LATE_MODULES = ['virtio_balloon'];
 
@@ -128,7 +132,7 @@ export async function ensureMinimalGuest(opts: { cacheDir: string; kernelPackage
       copyFileSync(join(unpacked, 'boot', `vmlinuz-${kver}`), join(out, 'vmlinuz'));
 
       const baseDirs = ['bin', 'sbin', 'dev', 'etc', 'lib', 'lib/modules', 'proc', 'sys', 'tmp', 'run'];
-      const guest = (await minimalGuestEntries(log)).filter((e) => e.type !== 'dir' || !baseDirs.includes(e.path));
+      const guest = minimalGuestEntries().filter((e) => e.type !== 'dir' || !baseDirs.includes(e.path));
       const entries: CpioEntry[] = [
         ...baseDirs.map((p) => ({ path: p, type: 'dir' as const })),
         { path: 'dev/console', type: 'char', major: 5, minor: 1 },

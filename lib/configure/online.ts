@@ -61,7 +61,7 @@ export async function startBuildVm(o: BuildVmOptions): Promise<BuildVm> {
   const args = qemuArgs({
     name, accel, tcgCacheMiB: o.site.tcgCacheMiB, memoryMiB: o.memoryMiB, vcpus: 1, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline,
     overlay: o.disk, qmpSocket: f('qmp'), channelSocket: f('chan'), consoleLog: f('console.log'), pidFile: f('pid'),
-    ...(o.agent ? { agentSocket: f('qga') } : {}), foreground: true, sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
+    ...(o.agent ? { agentSocket: f('qga') } : {}), sandbox: true, runAs: process.getuid?.() === 0 ? (o.site.qemuUser === 'job' ? 'nobody' : o.site.qemuUser) : undefined,
   });
   o.log.info(`build VM: booting ${o.disk}`);
   const vm = spawn(QEMU, [...args, ...(o.extraArgs ?? [])], { stdio: ['ignore', 'ignore', 'pipe'] });

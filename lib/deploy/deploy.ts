@@ -15,7 +15,7 @@ import { driverFor } from './driver.js';
 import { bootId, isSameProcess, startTimeOf } from './proc.js';
 import { MGMT_MAC, jobNetMac } from './qemu.js';
 import { type DeploymentRecord, type VmRecord, jobDir, makeJobDir, vmName, writeRecord } from './state.js';
-import { JOB_PREFIX_LEN, type JobNetwork, jobAddress, setupJobNetwork } from './net.js';
+import { JOB_PREFIX_LEN, type JobNetwork, createJobNetwork, jobAddress, raiseJobNetwork } from './net.js';
 import { waitReady } from '../guest/ready.js';
 import { makeHostKey, makeJobKey } from '../guest/ssh.js';
 import { mountsParam, startShares } from './shares.js';
@@ -117,7 +117,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       rec.keyFile = key.file;
       return key;
     });
-    const netReady = (privateNet ? setupJobNetwork(dir, rec.vms.length, log) : Promise.resolve(undefined)).then(async (net) => {
+    const netReady = (privateNet ? createJobNetwork(dir, rec.vms.length, log) : Promise.resolve(undefined)).then(async (net) => {
       if (net) {
         rec.network = net;
         rec.vms.forEach((vm, i) => (vm.tap = net.taps[i]));
@@ -125,8 +125,10 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       }
       return net;
     });
+    // the taps join the bridge and go up while the VMs start: a VM is ready only once that is done
+    const netUp = netReady.then((net) => (net ? raiseJobNetwork(net, log) : undefined));
     // handled here, so that a failure before a VM awaits it is not an unhandled rejection
-    pending.push(keyReady.catch(() => undefined), netReady.catch(() => undefined));
+    pending.push(keyReady.catch(() => undefined), netReady.catch(() => undefined), netUp.catch(() => undefined));
     const runAs = qemuRunAs(site, ctx);
     // Every start settles before the outcome counts: a failure must not race a sibling still starting.
     let aborted: string | undefined;
@@ -152,7 +154,7 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
         const r = await driver.start({
           name: vm.name, accel: accel.accel, tcgCacheMiB: site.tcgCacheMiB, memoryMiB: vm.memoryMiB, vcpus: vm.vcpus, kernel: config.kernel, initrd: config.initrd,
           cmdline, overlay: vm.overlay, qmpSocket: vm.qmpSocket,
-          channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile,
+          channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, pidFile: vm.pidFile, qemuLog: join(dir, `vm${vm.index}.qemu.log`),
           runAs, sandbox: true,
           mgmt: { mac: MGMT_MAC, sshPort: vm.sshPort },
           shares: vm.shares,
@@ -171,10 +173,10 @@ export async function deploy(o: DeployOptions): Promise<DeploymentRecord> {
       await save();
       const pid = vm.pid as number;
       const startTime = vm.startTime;
-      const ready = await waitReady({
+      const [ready] = await Promise.all([waitReady({
         name: vm.name, channelSocket: vm.channelSocket, consoleLog: vm.consoleLog, timeoutMs: site.bootTimeoutSec * 1000,
         check: () => aborted ?? (isSameProcess(pid, startTime) ? undefined : `QEMU (pid ${pid}) exited during boot`),
-      });
+      }), netUp]);
       // a guest that could not read the key it was given made its own and announced it (on a port only QEMU writes)
       vm.hostKey = ready.hostKey ?? hostKey;
       vm.state = 'ready';

@@ -35,7 +35,7 @@ export async function runDoctor(site: SiteConfig, log: Logger): Promise<Check[]>
     tool('qemu', QEMU, 'apt-get install qemu-system-x86'),
     tool('qemu-img', '/usr/bin/qemu-img', 'apt-get install qemu-utils'),
     tool('virtiofsd', VIRTIOFSD, 'host directories in guests (<mount>) need it: apt-get install qemu-system-x86', false),
-    tool('dropbear', DROPBEAR, 'the minimal guest carries the host\'s dropbear: apt-get install dropbear-bin'),
+    tool('dropbear', DROPBEAR, 'the minimal guest\'s SSH server: make build builds it from Debian\'s source'),
     tool('vse-task', TASK_BINARY, 'make build compiles it'),
     tool('vse-userns', USERNS, 'make build compiles it', false),
     tool('ip', '/usr/sbin/ip', 'the job network: apt-get install iproute2'),

@@ -7,11 +7,13 @@
  * the socket the spec names), exec is SSH to the forwarded port (lib/guest/ssh.ts), and the VM's
  * process is known by pid and start time (proc.ts), which status and cleanup check.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
 import type { Description } from '../descriptor/model.js';
 import { HostError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { run } from '../util/run.js';
+import { quoteCommand, tail } from '../util/run.js';
 import { libvirtDriver } from './libvirt.js';
 import { sleep, startTimeOf } from './proc.js';
 import { PORT_TAKEN, QEMU, type QemuVmSpec, qemuArgs } from './qemu.js';
@@ -59,28 +61,78 @@ export interface VmDriver {
   describe(vm: VmRecord): string;
 }
 
-async function readPid(pidFile: string): Promise<number> {
-  for (let i = 0; i < 100; i++) {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, 'utf8').trim());
-      if (Number.isInteger(pid) && pid > 0) return pid;
-    }
-    await sleep(10);
-  }
-  throw new HostError(`QEMU wrote no pid to ${pidFile}`);
+/**
+ * Whether QEMU is up: its monitor on `path` answers a command. The greeting alone is not enough:
+ * QMP's own thread sends it while QEMU may still be making devices (and may yet fail, e.g. on a
+ * taken port); commands are answered by the main loop, which runs once everything is made.
+ */
+function answers(path: string, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    let text = '';
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    s.on('data', (d: Buffer) => {
+      if (text === '') s.write('{"execute":"qmp_capabilities"}\n');
+      text += d.toString();
+      if (text.includes('"return"')) done(true);
+    });
+    s.once('error', () => done(false));
+    s.once('close', () => done(false));
+  });
 }
 
-/** QEMU started directly: `-daemonize`, `-runas`, its pid file. */
+/** How long QEMU may take to make its devices before it counts as hung. */
+const START_TIMEOUT_MS = 60_000;
+
+/**
+ * QEMU started directly, in a session of its own (slurmd kills the prolog's process group, not
+ * this one) with its messages in the VM's log; up once its monitor answers (every device made, the
+ * forwarded port bound), failed when it ends first (its messages say why). It drops root itself
+ * (`-runas`) and writes its pid file.
+ */
 export const qemuDriver: VmDriver = {
   name: 'qemu',
   async start(vm, log, lastTry) {
-    const r = await run([QEMU, ...qemuArgs(vm)], { log, timeoutMs: 60_000, allowFailure: !lastTry });
-    if (r.exitCode !== 0) {
-      if (PORT_TAKEN.test(r.stderr)) return 'portTaken';
-      throw new HostError(`QEMU failed to start VM ${vm.name}: ${r.stderr.trim()}`);
+    const argv = [QEMU, ...qemuArgs(vm)];
+    log.info(`run: ${quoteCommand(argv)}`);
+    const logFile = vm.qemuLog ?? '/dev/null';
+    // what this start says: the log may hold an earlier try's messages already
+    const offset = vm.qemuLog !== undefined && existsSync(logFile) ? statSync(logFile).size : 0;
+    const fd = openSync(logFile, 'a', 0o640);
+    let ended: string | undefined;
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn(QEMU, argv.slice(1), { detached: true, stdio: ['ignore', fd, fd] });
+    } finally {
+      closeSync(fd);
     }
-    const pid = await readPid(vm.pidFile);
-    return { pid, startTime: startTimeOf(pid) };
+    child.once('error', (err) => (ended = err.message));
+    child.once('exit', (code, signal) => (ended = signal ? `killed by ${signal}` : `exit code ${code}`));
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    let up = false;
+    while (ended === undefined && !up && Date.now() < deadline) {
+      up = await answers(vm.qmpSocket, Math.max(deadline - Date.now(), 1));
+      if (!up) await sleep(5);
+    }
+    child.unref();
+    if (up && child.pid !== undefined) return { pid: child.pid, startTime: startTimeOf(child.pid) };
+    if (ended === undefined) {
+      child.kill('SIGKILL');
+      throw new HostError(`QEMU did not set VM ${vm.name} up within ${START_TIMEOUT_MS / 1000} s (killed)`);
+    }
+    let messages = '';
+    try {
+      messages = readFileSync(logFile, 'utf8').slice(offset).trim();
+    } catch {
+      // unreadable: the exit status says enough
+    }
+    if (PORT_TAKEN.test(messages) && !lastTry) return 'portTaken';
+    throw new HostError(`QEMU failed to start VM ${vm.name} (${ended})${messages ? `:\n${tail(messages)}` : ''}`);
   },
   describe: () => 'qemu',
 };

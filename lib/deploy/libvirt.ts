@@ -108,6 +108,8 @@ export function domainXml(vm: VmSpec, label: DacLabel): XmlData {
         controller: el({ type: 'usb', model: 'none' }),
         // free page reporting only, as QEMU's driver has it (qemu.ts BALLOON)
         memballoon: el({ model: 'virtio', freePageReporting: 'on' }),
+        // the guest's random pool seeded at boot (qemu.ts RNG)
+        rng: el({ model: 'virtio' }, { backend: el({ model: 'random' }, { '#text': '/dev/urandom' }) }),
       },
       seclabel: el({ type: 'static', model: 'dac', relabel: 'no' }, { label: `+${label.uid}:+${label.gid}` }),
       ...(vm.mgmt ? { 'qemu:commandline': { 'qemu:arg': mgmtArgs(vm.mgmt, MGMT_PCI).map((value) => el({ value })) } } : {}),

@@ -44,8 +44,12 @@ function ipv6Off(dev: string): void {
   if (existsSync(f)) writeFileSync(f, '1\n');
 }
 
-/** Create the job's network for `count` VMs. */
-export async function setupJobNetwork(jobDir: string, count: number, log: Logger): Promise<JobNetwork> {
+/**
+ * Create the job's network for `count` VMs: enough for QEMU to open the taps. They join the
+ * bridge and go up in raiseJobNetwork, which may run while the VMs start (their guests send
+ * nothing for a second and more).
+ */
+export async function createJobNetwork(jobDir: string, count: number, log: Logger): Promise<JobNetwork> {
   if (process.getuid?.() !== 0) {
     const h = tag(jobDir);
     const group = `239.255.${parseInt(h.slice(0, 2), 16)}.${parseInt(h.slice(2, 4), 16)}`;
@@ -54,11 +58,16 @@ export async function setupJobNetwork(jobDir: string, count: number, log: Logger
   }
   const names = networkNames(jobDir, count);
   // two `ip -batch` runs (it stops at the first failing line): make the links, turn IPv6 off on
-  // them before any is up (so none gets a link-local address), then join and raise them
+  // them before any is up (so none gets a link-local address); raiseJobNetwork joins and raises them
   await run([IP, '-batch', '-'], { log, input: [`link add ${names.bridge} type bridge`, ...names.taps.map((t) => `tuntap add dev ${t} mode tap`)].join('\n') + '\n' });
   for (const dev of [names.bridge, ...names.taps]) ipv6Off(dev);
-  await run([IP, '-batch', '-'], { log, input: [...names.taps.map((t) => `link set ${t} master ${names.bridge} up`), `link set ${names.bridge} up`].join('\n') + '\n' });
   return { mode: 'bridge', bridge: names.bridge, taps: names.taps };
+}
+
+/** The taps join the job's bridge, and all go up (nothing to do for a multicast group). */
+export async function raiseJobNetwork(net: JobNetwork, log: Logger): Promise<void> {
+  if (net.mode !== 'bridge' || net.bridge === undefined) return;
+  await run([IP, '-batch', '-'], { log, input: [...net.taps.map((t) => `link set ${t} master ${net.bridge} up`), `link set ${net.bridge} up`].join('\n') + '\n' });
 }
 
 /** Remove the job's bridge and taps, whatever is left of them; returns the names removed. */

@@ -20,9 +20,9 @@ export interface QemuVmSpec {
   runAs?: string;
   /** A socket for the guest agent (qemu-guest-agent in Debian guests). */
   agentSocket?: string;
-  /** Start in the foreground instead of -daemonize (builds that wait for the VM to end). */
-  foreground?: boolean;
-  /** Use QEMU's seccomp sandbox (spawn stays allowed: -daemonize forks after it is installed). */
+  /** Where QEMU's own messages go (its stdout and stderr), when the driver starts it detached. */
+  qemuLog?: string;
+  /** Use QEMU's seccomp sandbox: no obsolete system calls, no changes to resource limits or scheduling, no new processes or programs. */
   sandbox: boolean;
   /** The host's channel: user-mode network, isolated (restrict=on), the guest's SSH port forwarded to loopback. */
   mgmt?: { mac: string; sshPort: number };
@@ -100,7 +100,19 @@ export function accelArgs(accel: 'kvm' | 'tcg', tcgCacheMiB?: number): string[] 
  */
 export const BALLOON = ['-device', 'virtio-balloon-pci,free-page-reporting=on'];
 
-/** The full argv (without the binary) to start one VM detached (`-daemonize`). */
+/**
+ * A hardware random number generator fed from the host's /dev/urandom. Without it a guest's kernel
+ * had its random pool ready only about a second after the guest said it was ready (under TCG the
+ * vCPU has no RDRAND), and the SSH server held the first connection until then.
+ */
+export const RNG = ['-object', 'rng-random,id=rng0,filename=/dev/urandom', '-device', 'virtio-rng-pci,rng=rng0'];
+
+/**
+ * The full argv (without the binary) of one VM. QEMU stays in the foreground of its own process:
+ * the driver starts it in a session of its own, its messages in a log (with `-daemonize` they went
+ * to /dev/null once it ran), and build VMs run as children of the build. Nothing forks after that,
+ * so the sandbox denies it.
+ */
 export function qemuArgs(vm: QemuVmSpec): string[] {
   const args = [
     '-name', `${vm.name},process=vse-${vm.name}`,
@@ -122,13 +134,13 @@ export function qemuArgs(vm: QemuVmSpec): string[] {
     ...(vm.overlay !== undefined ? ['-drive', `file=${vm.overlay},if=virtio,format=qcow2,cache=writeback,discard=unmap`] : []),
     ...netArgs(vm),
     ...BALLOON,
+    ...RNG,
     ...shareArgs(vm),
     ...(vm.hostKeyFile !== undefined ? ['-fw_cfg', `name=${HOSTKEY_FW_CFG},file=${vm.hostKeyFile}`] : []),
     '-no-reboot',
     '-pidfile', vm.pidFile,
-    ...(vm.foreground ? [] : ['-daemonize']),
   ];
-  if (vm.sandbox) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny');
+  if (vm.sandbox) args.push('-sandbox', 'on,obsolete=deny,resourcecontrol=deny,spawn=deny');
   if (vm.runAs !== undefined) args.push('-runas', vm.runAs);
   return args;
 }

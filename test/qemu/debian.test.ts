@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DebianBase, type DebianSpec, buildDebian, copyInAsRoot, debianCacheKey, hookArgument, loadDebian } from '../../lib/configure/debian.js';
-import { isAlive, isSameProcess, startTimeOf, terminate } from '../../lib/deploy/proc.js';
-import { QEMU, qemuArgs } from '../../lib/deploy/qemu.js';
+import { qemuDriver } from '../../lib/deploy/driver.js';
+import { isAlive, isSameProcess, terminate } from '../../lib/deploy/proc.js';
 import { GuestAgent } from '../../lib/guest/qga.js';
 import { waitReady } from '../../lib/guest/ready.js';
 import { UserError } from '../../lib/util/errors.js';
-import { createLogger } from '../../lib/util/log.js';
+import { createLogger, silentLogger } from '../../lib/util/log.js';
 import { run } from '../../lib/util/run.js';
 import { qemuMentioning } from './env.js';
 
@@ -146,14 +146,15 @@ describe('the Debian base', () => {
     const channelSocket = join(dir, 'vm0.chan');
     await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base.disk, overlay]);
     const started = Date.now();
-    await run([QEMU, ...qemuArgs({
+    const up = await qemuDriver.start({
       name, accel: 'tcg', memoryMiB: 256, vcpus: 1, kernel: base.kernel, initrd: base.initrd, cmdline: `${base.cmdline} vse.hostname=${name}`,
-      overlay, qmpSocket: join(dir, 'vm0.qmp'), channelSocket, agentSocket: join(dir, 'vm0.qga'), consoleLog, pidFile,
+      overlay, qmpSocket: join(dir, 'vm0.qmp'), channelSocket, agentSocket: join(dir, 'vm0.qga'), consoleLog, pidFile, qemuLog: join(dir, 'vm0.qemu.log'),
       runAs: process.getuid?.() === 0 ? 'nobody' : undefined, sandbox: true,
-    })], { timeoutMs: 60_000 });
-    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    }, silentLogger, true);
+    if (up === 'portTaken') throw new Error('no port was forwarded, none can be taken');
+    const { pid, startTime } = up;
     qemuPid = pid;
-    const startTime = startTimeOf(pid);
+    expect(Number(readFileSync(pidFile, 'utf8').trim())).toBe(pid);
     await waitReady({ name, channelSocket, consoleLog, timeoutMs: 150_000, check: () => (isSameProcess(pid, startTime) ? undefined : 'QEMU exited during boot') });
     console.log(`Debian guest ready in ${((Date.now() - started) / 1000).toFixed(2)} s (TCG, 256 MiB)`);
     expect(readFileSync(consoleLog, 'utf8')).toContain(`vse-guest: ready ${name}`); // the hostname was set from vse.hostname=

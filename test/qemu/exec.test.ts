@@ -159,6 +159,19 @@ describe('the guests\' memory', () => {
   });
 });
 
+describe('the guests\' randomness', () => {
+  it('the kernel\'s random pool is fed by the host (virtio-rng) and ready at boot: the SSH server never waited for it', async () => {
+    // dropbear seeds itself at its first connection, and says so when the kernel makes it wait
+    const r = await vexec(['--root', '--', 'sh', '-c', 'cat /sys/class/misc/hw_random/rng_current; dmesg | grep -c "crng init done"; cat /var/log/dropbear.log']);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    const [rng, done, ...log] = String(r.stdout).split('\n');
+    expect(rng).toBe('virtio_rng.0');
+    expect(done).toBe('1');
+    expect(log.join('\n')).toContain('Running in background');
+    expect(log.join('\n')).not.toContain('Waiting for kernel randomness');
+  });
+});
+
 describe('cleanup of a job with a private network', () => {
   it('removes its VMs, files, bridge and taps, and nothing of other jobs', async () => {
     const other = '7102';

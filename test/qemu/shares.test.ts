@@ -96,7 +96,7 @@ describe('a host path the site does not allow', () => {
     const file = join(dirname(site.file), 'bad.xml');
     writeFileSync(file, xml('    <mount guest="/etc-host" host="/etc"/>'));
     const r = await execa(bin('vse'), ['run', file, '--', 'true'], { env: { VSE_SITE_CONFIG: site.file }, reject: false });
-    expect(r.exitCode).toBe(2);
+    expect(r.exitCode, String(r.stderr)).toBe(2);
     expect(String(r.stderr)).toContain('/vse/resources/mount[/etc-host]/@host: host path /etc is outside the host paths the site allows');
     expect(String(r.stderr)).not.toContain('starting');
   });

@@ -1,12 +1,14 @@
 /** The SSH keys vse writes itself (no ssh-keygen, no dropbearkey at deploy): read back by the tools that use them. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DROPBEAR } from '../../lib/configure/guest-files.js';
+import { freePort } from '../../lib/deploy/deploy.js';
 import { makeHostKey, makeJobKey } from '../../lib/guest/ssh.js';
 
-const { utils } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
+const { Client, utils } = createRequire(import.meta.url)('ssh2') as typeof import('ssh2');
 const dir = mkdtempSync('/tmp/vse-keys-');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -47,5 +49,36 @@ describe('a VM\'s host key (dropbear\'s format, read by the guest\'s SSH server)
     expect(r.status, r.stderr).toBe(0);
     const line = r.stdout.split('\n').find((l) => l.startsWith('ssh-ed25519 '));
     expect(line?.split(' ').slice(0, 2).join(' ')).toBe(pub);
+  });
+  it('is what the minimal guest\'s own dropbear serves: a client sees exactly that key', async () => {
+    const file = join(dir, 'vm1.hostkey');
+    const pub = await makeHostKey(file);
+    const port = await freePort();
+    const server = spawn(DROPBEAR, ['-F', '-E', '-s', '-m', '-p', `127.0.0.1:${port}`, '-P', join(dir, 'dropbear.pid'), '-r', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    server.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      const seen = await new Promise<string>((resolve, reject) => {
+        let tries = 0;
+        const attempt = (): void => {
+          const c = new Client();
+          c.on('error', (err: Error & { level?: string }) => {
+            c.end();
+            if (err.level === 'client-socket' && ++tries < 100) setTimeout(attempt, 20); // not listening yet
+            else reject(new Error(`${err.message}\n${log}`));
+          });
+          // the handshake is the point: the key is seen before any login is tried
+          c.connect({ host: '127.0.0.1', port, username: 'vse-test', hostVerifier: (key: Buffer) => {
+            resolve(`ssh-ed25519 ${key.toString('base64')}`);
+            c.end();
+            return false;
+          } });
+        };
+        attempt();
+      });
+      expect(seen).toBe(pub);
+    } finally {
+      server.kill('SIGKILL');
+    }
   });
 });

@@ -49,6 +49,7 @@ describe('the libvirt domain', () => {
   it('has no disk for a guest that runs from memory; a balloon for free page reporting; TCG\'s translation cache capped when asked', () => {
     expect(devices(domainXml({ ...spec, overlay: undefined }, label)).disk).toBeUndefined();
     expect(devices(x).memballoon).toEqual({ '@_model': 'virtio', '@_freePageReporting': 'on' });
+    expect(devices(x).rng).toEqual({ '@_model': 'virtio', backend: { '@_model': 'random', '#text': '/dev/urandom' } });
     expect(dom(x).features).toEqual({ acpi: '' });
     expect(dom(domainXml({ ...spec, tcgCacheMiB: 32 }, label)).features).toEqual({ acpi: '', tcg: { 'tb-cache': { '@_unit': 'MiB', '#text': '32' } } });
     expect(dom(domainXml({ ...spec, accel: 'kvm', tcgCacheMiB: 32 }, label)).features).toEqual({ acpi: '' });

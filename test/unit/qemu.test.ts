@@ -11,8 +11,8 @@ const value = (args: string[], flag: string): string[] => args.flatMap((a, i) =>
 
 describe('the QEMU command line', () => {
   const args = qemuArgs(spec);
-  it('detaches (-daemonize) and writes a pid file, so slurmd killing the prolog group spares the VM', () => {
-    expect(args).toContain('-daemonize');
+  it('stays in the foreground of its process (the driver detaches it) and writes a pid file', () => {
+    expect(args).not.toContain('-daemonize');
     expect(value(args, '-pidfile')).toEqual(['/s/vm0.pid']);
   });
   it('boots the configuration kernel and initrd with the per-VM command line', () => {
@@ -31,7 +31,7 @@ describe('the QEMU command line', () => {
   });
   it('drops root and sandboxes itself', () => {
     expect(value(args, '-runas')).toEqual(['nobody']);
-    expect(value(args, '-sandbox')).toEqual(['on,obsolete=deny,resourcecontrol=deny']);
+    expect(value(args, '-sandbox')).toEqual(['on,obsolete=deny,resourcecontrol=deny,spawn=deny']);
   });
   it('says which accelerator it uses, with TCG\'s translation cache capped when asked, and KVM gets the host CPU', () => {
     expect(value(args, '-machine')).toEqual(['q35']);
@@ -45,11 +45,10 @@ describe('the QEMU command line', () => {
     expect(kvm).not.toContain('-runas');
     expect(kvm).not.toContain('-sandbox');
   });
-  it('adds the guest agent port when asked, and can stay in the foreground for builds', () => {
-    const a = qemuArgs({ ...spec, agentSocket: '/s/vm0.qga', foreground: true });
+  it('adds the guest agent port when asked', () => {
+    const a = qemuArgs({ ...spec, agentSocket: '/s/vm0.qga' });
     expect(value(a, '-chardev')).toContain('socket,id=qga,path=/s/vm0.qga,server=on,wait=off');
     expect(value(a, '-device')).toContain('virtserialport,bus=vser0.0,chardev=qga,name=org.qemu.guest_agent.0');
-    expect(a).not.toContain('-daemonize');
     expect(args).not.toContain('org.qemu.guest_agent.0');
   });
   it('has no disk for a guest that runs from memory', () => {
@@ -57,6 +56,10 @@ describe('the QEMU command line', () => {
   });
   it('has a memory balloon for free page reporting only', () => {
     expect(value(args, '-device')).toContain('virtio-balloon-pci,free-page-reporting=on');
+  });
+  it('has a random number generator fed from the host\'s /dev/urandom', () => {
+    expect(value(args, '-object')).toContain('rng-random,id=rng0,filename=/dev/urandom');
+    expect(value(args, '-device')).toContain('virtio-rng-pci,rng=rng0');
   });
   it('exits instead of rebooting, so a guest crash ends the process', () => {
     expect(args).toContain('-no-reboot');
