@@ -62,6 +62,22 @@ export async function prologAs(site: string, job: string, node: string, bundle: 
   expect(p.exitCode, p.stderr).toBe(0);
 }
 
+/**
+ * End a job as slurmd does after it (the epilog), and check that it ended clean: exit 0, no QEMU of
+ * the job left. What a failed epilog left is removed all the same before the check fails (vitest
+ * skips the remaining afterAll hooks, testSite's among them, once one fails).
+ */
+export async function endJob(site: string, job: string, node: string): Promise<void> {
+  const e = await runHook('epilog', site, slurmEnv(job, node));
+  const left = qemuMentioning(`/jobs/${job}.${node}/`);
+  if (e.exitCode !== 0 || left.length > 0) {
+    await execa(bin('vse'), ['cleanup', '--job', job, '--node', node], { env: { VSE_SITE_CONFIG: site }, reject: false });
+    for (const pid of qemuMentioning(`/jobs/${job}.${node}/`)) process.kill(pid, 'SIGKILL');
+  }
+  expect(e.exitCode, e.stderr).toBe(0);
+  expect(left, `QEMU of job ${job} on ${node} left running after its epilog`).toEqual([]);
+}
+
 /** QEMU processes whose command line mentions the text (a job's state directory). */
 export function qemuMentioning(text: string): number[] {
   const pids: number[] = [];

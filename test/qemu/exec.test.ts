@@ -8,7 +8,7 @@ import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bin, hello, installedVse, jobUser, prologAs, qemuMentioning, runHook, slurmEnv, testSite, vseLinks } from './env.js';
+import { bin, endJob, hello, installedVse, jobUser, prologAs, qemuMentioning, runHook, slurmEnv, testSite, vseLinks } from './env.js';
 
 const site = testSite();
 chmodSync(dirname(site.file), 0o755); // the job's user reads the site config and its job's record
@@ -46,7 +46,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await runHook('epilog', site.file, slurmEnv(job, node));
+  await endJob(site.file, job, node);
 });
 
 describe('vse exec', () => {

@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { networkNames } from '../../lib/deploy/net.js';
 import { isAlive } from '../../lib/deploy/proc.js';
-import { bin, hello, installedVse, jobUser, prologAs, qemuMentioning, runHook, slurmEnv, testSite, vseLinks, vseStatus } from './env.js';
+import { bin, endJob, hello, installedVse, jobUser, prologAs, qemuMentioning, runHook, slurmEnv, testSite, vseLinks, vseStatus } from './env.js';
 import { ensureLibvirtd, virsh } from './libvirtd.js';
 
 const site = testSite();
@@ -42,7 +42,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  await runHook('epilog', site.file, slurmEnv(job, node));
+  await endJob(site.file, job, node);
 });
 
 describe('a job with hypervisor="libvirt"', () => {

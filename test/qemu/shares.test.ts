@@ -8,7 +8,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFi
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bin, installedVse, jobUser, root, runHook, slurmEnv, testSite } from './env.js';
+import { bin, endJob, installedVse, jobUser, root, runHook, slurmEnv, testSite } from './env.js';
 
 const data = mkdtempSync('/tmp/vse-share-');
 const site = testSite({ allowedHostPaths: [{ path: data, modes: ['ro', 'rw'] }] });
@@ -46,8 +46,11 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  await runHook('epilog', site.file, slurmEnv(job, node));
-  rmSync(data, { recursive: true, force: true });
+  try {
+    await endJob(site.file, job, node);
+  } finally {
+    rmSync(data, { recursive: true, force: true });
+  }
 });
 
 describe('host directories in the guest', () => {
