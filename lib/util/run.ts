@@ -1,4 +1,7 @@
 /** The one place that starts short-lived tools: logs the exact command, keeps output for errors. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HostError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -17,6 +20,7 @@ export interface RunOptions {
   log?: Logger;
   /** Do not throw on a non-zero exit; the caller inspects exitCode. */
   allowFailure?: boolean;
+  /** What the program reads on stdin (from a file: see stdinFrom). */
   input?: string;
   /** Send stderr to this file instead of keeping it (for programs that leave a daemon behind). */
   stderrFile?: string;
@@ -33,6 +37,18 @@ export function tail(text: string, lines = 20): string {
   return all.slice(-lines).join('\n');
 }
 
+/**
+ * A private file holding `text`, for a program's stdin, and how to remove it. Not a pipe written
+ * by this process: execa's `input` once left `ip -batch -` waiting on a pipe that never got its
+ * bytes nor its end (one deploy of some thousands hung for good); a file has both.
+ */
+function stdinFile(text: string): { file: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'vse-stdin-'));
+  const file = join(dir, 'input');
+  writeFileSync(file, text, { mode: 0o600 });
+  return { file, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const [file, ...args] = argv;
   if (file === undefined) throw new Error('run: empty command');
@@ -43,16 +59,21 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   // loaded on first use: commands that start no tool (validate, a cache hit of create) start faster
   if (opts.stderrFile !== undefined) return runToFile(file, args, command, opts.stderrFile, opts, started);
   const { execa } = await import('execa');
-  const r = await execa(file, args, {
-    cwd: opts.cwd,
-    env: opts.env,
-    extendEnv: opts.env === undefined,
-    timeout: opts.timeoutMs,
-    reject: false,
-    stdin: opts.input === undefined ? 'ignore' : 'pipe',
-    input: opts.input,
-    stripFinalNewline: false,
-  });
+  const stdin = opts.input === undefined ? undefined : stdinFile(opts.input);
+  let r;
+  try {
+    r = await execa(file, args, {
+      cwd: opts.cwd,
+      env: opts.env,
+      extendEnv: opts.env === undefined,
+      timeout: opts.timeoutMs,
+      reject: false,
+      stdin: stdin ? { file: stdin.file } : 'ignore',
+      stripFinalNewline: false,
+    });
+  } finally {
+    stdin?.remove();
+  }
   const result: RunResult = {
     command,
     exitCode: r.exitCode ?? -1,
