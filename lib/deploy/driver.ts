@@ -90,8 +90,8 @@ function answers(path: string, timeoutMs: number): Promise<boolean> {
 const START_TIMEOUT_MS = 60_000;
 
 /**
- * QEMU started directly, in a session of its own (slurmd kills the prolog's process group, not
- * this one) with its messages in the VM's log; up once its monitor answers (every device made, the
+ * QEMU started directly, detached by setsid (slurmd kills the prolog's process group, not
+ * QEMU's) with its messages in the VM's log; up once its monitor answers (every device made, the
  * forwarded port bound), failed when it ends first (its messages say why). It drops root itself
  * (`-runas`) and writes its pid file.
  */

@@ -109,7 +109,7 @@ export const RNG = ['-object', 'rng-random,id=rng0,filename=/dev/urandom', '-dev
 
 /**
  * The full argv (without the binary) of one VM. QEMU stays in the foreground of its own process:
- * the driver starts it in a session of its own, its messages in a log (with `-daemonize` they went
+ * the driver detaches it (setsid), its messages in a log (with `-daemonize` they went
  * to /dev/null once it ran), and build VMs run as children of the build. Nothing forks after that,
  * so the sandbox denies it.
  */

@@ -1,6 +1,6 @@
 /**
- * The QEMU driver's start, with a real QEMU: detached in a session of its own (slurmd's kill of the
- * prolog's process group cannot reach it), up once its monitor answers; a forwarded port someone
+ * The QEMU driver's start, with a real QEMU: detached by setsid (slurmd's kill of the prolog's
+ * process group cannot reach it), up once its monitor answers; a forwarded port someone
  * else holds is told apart from other failures, and a failure says what QEMU said.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -8,12 +8,13 @@ import { type Server, createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Configuration, ensureMinimalGuest } from '../../lib/configure/minimal.js';
+import { freePort } from '../../lib/deploy/deploy.js';
 import { qemuDriver } from '../../lib/deploy/driver.js';
 import { isAlive, terminate } from '../../lib/deploy/proc.js';
 import type { QemuVmSpec } from '../../lib/deploy/qemu.js';
 import { loadSiteConfig } from '../../lib/site/config.js';
 import { silentLogger } from '../../lib/util/log.js';
-import { qemuMentioning, testSite } from './env.js';
+import { qemuMentioning, sidOf, testSite } from './env.js';
 
 const site = testSite();
 const dir = mkdtempSync('/tmp/vse-driver-');
@@ -43,18 +44,14 @@ const spec = (n: string, sshPort: number): QemuVmSpec => ({
   qemuLog: join(dir, `${n}.qemu.log`), sandbox: true, runAs: process.getuid?.() === 0 ? 'nobody' : undefined, mgmt: { mac: '52:54:00:12:34:56', sshPort },
 });
 
-/** Session id of a process (field 6 of /proc/PID/stat). */
-const sessionOf = (pid: number): number => Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[3]);
-
 describe('the QEMU driver starts a VM', () => {
-  it('detached: QEMU leads a session of its own, wrote its pid file, and runs once start returns', async () => {
-    const { freePort } = await import('../../lib/deploy/deploy.js');
+  it('detached: QEMU is setsid\'s leader, wrote its pid file, and runs once start returns', async () => {
     const r = await qemuDriver.start(spec('a', await freePort()), silentLogger, true);
     if (r === 'portTaken') throw new Error('a free port was taken');
     started.push(r.pid);
     expect(isAlive(r.pid)).toBe(true);
-    expect(sessionOf(r.pid)).toBe(r.pid);
-    expect(sessionOf(r.pid)).not.toBe(sessionOf(process.pid));
+    expect(sidOf(r.pid)).toBe(r.pid);
+    expect(sidOf(r.pid)).not.toBe(sidOf(process.pid));
     expect(Number(readFileSync(join(dir, 'a.pid'), 'utf8').trim())).toBe(r.pid);
     expect(readFileSync(`/proc/${r.pid}/cmdline`, 'utf8').split('\0')).not.toContain('-daemonize');
   });
@@ -67,7 +64,6 @@ describe('the QEMU driver starts a VM', () => {
   it('on the last try, or for any other failure, an error with what QEMU said', async () => {
     await expect(qemuDriver.start(spec('c', heldPort), silentLogger, true)).rejects.toThrow(/QEMU failed to start VM drv-c \(exit code 1\):[\s\S]*(host forwarding|Address already in use)/i);
     // a kernel that is not there: not a port problem, whatever the try
-    const { freePort } = await import('../../lib/deploy/deploy.js');
     await expect(qemuDriver.start({ ...spec('d', await freePort()), kernel: join(dir, 'no-such-kernel') }, silentLogger, false)).rejects.toThrow(/QEMU failed to start VM drv-d[\s\S]*no-such-kernel/);
   });
 });

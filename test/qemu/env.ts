@@ -78,6 +78,12 @@ export async function endJob(site: string, job: string, node: string): Promise<v
   expect(left, `QEMU of job ${job} on ${node} left running after its epilog`).toEqual([]);
 }
 
+/** The setsid id of a process (field 6 of /proc/PID/stat): a detached process leads its own. */
+export function sidOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
+}
+
 /** QEMU processes whose command line mentions the text (a job's state directory). */
 export function qemuMentioning(text: string): number[] {
   const pids: number[] = [];

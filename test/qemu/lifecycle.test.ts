@@ -7,16 +7,10 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { isAlive } from '../../lib/deploy/proc.js';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { bin, hello, qemuMentioning, root, runHook, slurmEnv, testSite, vseStatus } from './env.js';
+import { bin, hello, qemuMentioning, root, runHook, sidOf, slurmEnv, testSite, vseStatus } from './env.js';
 
 const site = testSite();
 const jobDir = (job: string, node: string): string => join(site.stateDir, 'jobs', `${job}.${node}`);
-
-/** Session id of a process (field 6 of /proc/PID/stat). */
-function sessionOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
-}
 
 function expectClean(job: string, node: string): void {
   expect(existsSync(jobDir(job, node))).toBe(false);
@@ -53,9 +47,9 @@ describe('prolog and epilog', () => {
       const status = readFileSync(`/proc/${v.pid}/status`, 'utf8');
       const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
       expect(uid).toBe(String((await execa('id', ['-u', 'nobody'])).stdout).trim());
-      // its own session: slurmd's kill of the prolog's process group cannot reach it
-      expect(sessionOf(v.pid)).not.toBe(sessionOf(process.pid));
-      expect(sessionOf(v.pid)).toBeGreaterThan(1);
+      // detached by setsid: slurmd's kill of the prolog's process group cannot reach it
+      expect(sidOf(v.pid)).not.toBe(sidOf(process.pid));
+      expect(sidOf(v.pid)).toBeGreaterThan(1);
       expect(readFileSync(v.console, 'utf8')).toContain(`vse-guest: ready ${v.vm}`);
     }
     const state = JSON.parse(readFileSync(join(jobDir(job, 'q1'), 'state.json'), 'utf8')) as { accel: string; accelReason: string };
