@@ -102,7 +102,7 @@ test-slurm: test-prefix
 
 # One short run of each benchmark: they keep working (their figures come from `make bench`).
 bench-smoke: build
-	node dist/bench/deploy.js --runs 1 --vms 2 --json
+	node dist/bench/deploy.js --runs 1 --vms 2 --rounds 1 --json
 	node dist/bench/resolve.js --runs 1 --json
 	node dist/bench/create.js --runs 1 --json
 

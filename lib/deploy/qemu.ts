@@ -86,9 +86,10 @@ export const MACHINE = 'q35';
 
 /**
  * The accelerator, and under TCG the size of its translation cache: QEMU's default lets it grow to
- * 1 GiB, and a boot alone left 56 MiB of translated code resident per VM. Under a cap the cache
- * is flushed when full and what runs next is translated again: with 32 or 48 MiB that happens
- * once in a boot, which bench/deploy could not tell from its noise; with 16 boots got much slower.
+ * 1 GiB. Under a cap the cache is flushed when full and what runs next is translated again. A boot
+ * of the minimal guest generates about 50 MiB of code: the site's default cap (60 MiB) holds it; a
+ * cap of 32 MiB flushed it once in the boot and once just after, and the kernel's common paths,
+ * translated twice, cost 0.1-0.15 s of every boot (bench/deploy).
  */
 export function accelArgs(accel: 'kvm' | 'tcg', tcgCacheMiB?: number): string[] {
   return ['-accel', accel === 'tcg' && tcgCacheMiB !== undefined ? `tcg,tb-size=${tcgCacheMiB}` : accel];

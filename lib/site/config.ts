@@ -108,7 +108,7 @@ export function loadSiteConfig(): SiteConfig {
     qemuUser: m.qemuUser ?? 'job',
     kernelPackage: m.kernelPackage ?? 'linux-image-cloud-amd64',
     accel,
-    tcgCacheMiB: tcgCache(m.tcgCache ?? '32M', sources.at(-1) ?? 'site config'),
+    tcgCacheMiB: tcgCache(m.tcgCache ?? '60M', sources.at(-1) ?? 'site config'),
     bootTimeoutSec: m.bootTimeoutSec ?? 120,
     limits: {
       maxMemoryMiB: parseSize(m.limits.maxMemory ?? '4G') ?? 4096,
