@@ -139,7 +139,7 @@ hostkey=
 if [ -n "$key" ]; then
   # root's own files, private by the umask (/run is new at every boot: nothing is there before)
   umask 077
-  mkdir -p -m 700 /root/.ssh
+  [ -d /root/.ssh ] || mkdir -m 700 /root/.ssh # (the minimal guest's image has it: a process less)
   echo "ssh-ed25519 $key vse-job" >/root/.ssh/authorized_keys
   # dropbear reads the key the host gave where the firmware config shows it (root's only)
   hk=/sys/firmware/qemu_fw_cfg/by_name/opt/org.vse/hostkey/raw
