@@ -73,7 +73,7 @@ function cacheSize(text: string, file: string): number {
 
 function tcgCache(text: string, file: string): number {
   const mib = parseSize(text);
-  if (mib === undefined || mib < 8 || mib > 4096) throw new HostError(`${file}: tcgCache: "${text}" is not a size from 8M to 4G; expected e.g. "32M"`);
+  if (mib === undefined || mib < 8 || mib > 4096) throw new HostError(`${file}: tcgCache: "${text}" is not a size from 8M to 4G; expected e.g. "60M"`);
   return mib;
 }
 
