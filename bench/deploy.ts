@@ -15,17 +15,16 @@
  * Usage: node dist/bench/deploy.js [--runs N] [--vms N] [--rounds N] [--settle SEC] [--json]
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { ensureMinimalGuest } from '../lib/configure/minimal.js';
 import { chooseAccel } from '../lib/deploy/accel.js';
 import { cleanupJob } from '../lib/deploy/cleanup.js';
 import { deploy } from '../lib/deploy/deploy.js';
 import { targetOf } from '../lib/guest/exec.js';
 import { guestExec } from '../lib/guest/ssh.js';
-import { Writable } from 'node:stream';
 import { MACHINE, QEMU } from '../lib/deploy/qemu.js';
 import type { Description } from '../lib/descriptor/model.js';
 import { loadSiteConfig } from '../lib/site/config.js';

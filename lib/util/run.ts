@@ -20,7 +20,7 @@ export interface RunOptions {
   log?: Logger;
   /** Do not throw on a non-zero exit; the caller inspects exitCode. */
   allowFailure?: boolean;
-  /** What the program reads on stdin (from a file: see stdinFrom). */
+  /** What the program reads on stdin (from a file: see stdinFile). */
   input?: string;
   /** Send stderr to this file instead of keeping it (for programs that leave a daemon behind). */
   stderrFile?: string;
